@@ -1,0 +1,1 @@
+"""MedFedChain: federated medical AI with SMPC verification and a permissioned ledger."""

@@ -1,0 +1,67 @@
+"""The root of every error that `core` raises, each with a message an IT person can act on."""
+
+from __future__ import annotations
+
+
+class CoreError(Exception):
+    """Base of every domain error; `user_message` is what the GUI and CLI show."""
+
+    exit_code = 2
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(user_message if detail is None else f"{user_message} ({detail})")
+        self.user_message = user_message
+        self.detail = detail
+
+
+class DataError(CoreError):
+    """A dataset could not be read or is not usable for training."""
+
+    exit_code = 3
+
+    def __init__(self, user_message: str, *, path: str | None = None, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.path = path
+
+
+class ModelError(CoreError):
+    """A model or its weights are unusable (wrong shapes, NaN values, unknown architecture)."""
+
+    exit_code = 4
+
+
+class ConfigError(CoreError):
+    """A setting or command-line argument is invalid."""
+
+    exit_code = 2
+
+
+class FederationError(CoreError):
+    """A round could not proceed (no hospitals left, recorder refused, ...)."""
+
+    exit_code = 5
+
+
+class RoundAborted(FederationError):
+    """A round was stopped before it finalised; nothing of it was applied to the global model."""
+
+    exit_code = 6
+
+    def __init__(self, user_message: str, *, round_number: int, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.round_number = round_number
+
+
+class Cancelled(CoreError):
+    """The user cancelled a long-running operation."""
+
+    exit_code = 130
+
+    def __init__(self, user_message: str = "Cancelled by the user.") -> None:
+        super().__init__(user_message)
+
+
+class StateError(CoreError):
+    """The local database is unreadable or out of date."""
+
+    exit_code = 7

@@ -1,0 +1,136 @@
+"""The federation's seams: how a candidate is scored, how updates are combined, where a round
+is recorded, and how the engine reaches a hospital.
+
+Each has a plaintext / in-process implementation in `core` and a real one elsewhere
+(`smpc.SmpcVerifier`, `smpc.SmpcAggregator`, `ledger.Web3Recorder`); the engine only sees these.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from core.federation.policy import VerificationPolicy
+from core.federation.types import (
+    Candidate,
+    Commitment,
+    Decision,
+    Failure,
+    HospitalInfo,
+    RoundOutcome,
+    ScoreMatrix,
+    Scores,
+    ValidatorInput,
+    Vote,
+)
+from core.models.weights import Weights
+from core.progress import CancelToken, ProgressSink
+
+
+class Verifier(ABC):
+    """Scores every candidate for every validator; each validator learns only its own scores."""
+
+    name: str = "verifier"
+
+    def begin_round(self, round_number: int, global_weights: Weights) -> None:
+        """Called once before any candidate is submitted."""
+
+    @abstractmethod
+    def commit(self, candidate: Candidate) -> Commitment:
+        """Takes the candidate into the verifier (secret-shares it, for SMPC) and returns what
+        the hospital commits to on the ledger."""
+
+    @abstractmethod
+    def score(
+        self,
+        candidates: Sequence[Candidate],
+        validators: Sequence[ValidatorInput],
+        progress: ProgressSink,
+        cancel: CancelToken,
+    ) -> ScoreMatrix:
+        """Returns scores for every (validator, candidate) pair."""
+
+    def end_round(self) -> None:
+        """Releases whatever the round held (shares, sessions)."""
+
+    def close(self) -> None:
+        """Releases long-lived resources (player connections)."""
+
+
+class Aggregator(ABC):
+    """Combines the accepted candidates into the next global model."""
+
+    name: str = "aggregator"
+
+    @abstractmethod
+    def aggregate(
+        self,
+        global_weights: Weights,
+        accepted: Sequence[Candidate],
+        commitments: Sequence[Commitment],
+    ) -> Weights:
+        """Returns the new global weights. `commitments` are those recorded for `accepted`,
+        in the same order, so an implementation can check it combines what was verified."""
+
+
+class Recorder(ABC):
+    """Where a round is written down: the SQLite state, the ledger, or both."""
+
+    name: str = "recorder"
+
+    @abstractmethod
+    def register_hospitals(self, hospitals: Sequence[HospitalInfo]) -> None: ...
+
+    @abstractmethod
+    def open_round(
+        self, round_number: int, global_hash: str, global_weights: Weights, policy: VerificationPolicy
+    ) -> None: ...
+
+    @abstractmethod
+    def record_commitment(self, commitment: Commitment) -> None: ...
+
+    @abstractmethod
+    def record_votes(self, votes: Sequence[Vote]) -> None: ...
+
+    @abstractmethod
+    def record_decisions(self, decisions: Sequence[Decision]) -> None: ...
+
+    @abstractmethod
+    def record_failure(self, failure: Failure) -> None: ...
+
+    @abstractmethod
+    def finalize_round(self, outcome: RoundOutcome) -> None: ...
+
+    @abstractmethod
+    def abort_round(self, round_number: int, reason: str) -> None: ...
+
+    def close(self) -> None:
+        """Flushes and releases connections."""
+
+
+class HospitalLink(ABC):
+    """How the engine reaches one hospital. In-process now; a ledger-coordinated peer later."""
+
+    @property
+    @abstractmethod
+    def info(self) -> HospitalInfo: ...
+
+    @abstractmethod
+    def train(
+        self, round_number: int, global_weights: Weights, progress: ProgressSink, cancel: CancelToken
+    ) -> Candidate:
+        """Trains locally from the global weights and returns the candidate update."""
+
+    @abstractmethod
+    def validator_input(self, own: Candidate) -> ValidatorInput:
+        """The hospital's validation split and its own update, for the verifier."""
+
+    @abstractmethod
+    def vote(self, round_number: int, candidate: Candidate, scores: Scores, policy: VerificationPolicy) -> bool:
+        """Accept (True) or reject a candidate, given the scores this hospital learned."""
+
+    def revise(self, own: Candidate, round_candidates: Sequence[Candidate]) -> Candidate:
+        """The omniscient-adversary hook of robustness research: a colluding simulated attacker
+        sees every update of the round before it finalises its own. Honest hospitals, and every
+        real deployment, return `own` unchanged."""
+        return own
