@@ -31,6 +31,8 @@ class Verifier(ABC):
     """Scores every candidate for every validator; each validator learns only its own scores."""
 
     name: str = "verifier"
+    # False only for the no-verification baseline: the engine then accepts every candidate.
+    verifies: bool = True
 
     def begin_round(self, round_number: int, global_weights: Weights) -> None:
         """Called once before any candidate is submitted."""

@@ -58,7 +58,9 @@ class Scores:
     """What a validator learns about one candidate, and nothing more.
 
     `reference_*` are the validator's own values (its own update on its own split), against
-    which the policy compares the candidate.
+    which the policy compares the candidate. `margin` is the mean, over the split, of the true
+    class's logit minus the mean of the other classes' logits: linear in the logits, so cheap in
+    SMPC, and it falls for a label-flipped model long before its accuracy does.
     """
 
     correct: int
@@ -67,6 +69,8 @@ class Scores:
     norm: float
     reference_accuracy: float
     reference_norm: float
+    margin: float = 0.0
+    reference_margin: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -81,7 +85,17 @@ class Scores:
             "norm": self.norm,
             "reference_accuracy": self.reference_accuracy,
             "reference_norm": self.reference_norm,
+            "margin": self.margin,
+            "reference_margin": self.reference_margin,
         }
+
+
+def mean_margin(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over samples of (true-class logit - mean of the other classes' logits)."""
+    k = logits.shape[1]
+    true = logits[np.arange(labels.shape[0]), labels]
+    others = (logits.sum(axis=1) - true) / (k - 1)
+    return float(np.mean(true - others)) if labels.size else 0.0
 
 
 # (validator id, candidate id) -> scores
@@ -111,6 +125,8 @@ class Decision:
     accepts: int
     rejects: int
     registered: int
+    # True only in the no-verification baseline, where every candidate is taken unvoted.
+    unverified: bool = False
 
     @property
     def status(self) -> Status:
@@ -118,7 +134,7 @@ class Decision:
 
     @property
     def accepted(self) -> bool:
-        return majority_accepts(self.accepts, self.registered)
+        return self.unverified or majority_accepts(self.accepts, self.registered)
 
 
 def majority_accepts(accepts: int, registered: int) -> bool:

@@ -1,0 +1,342 @@
+"""The one typed settings object of a MedFedChain installation, and where it is read and saved.
+
+Values come, highest priority first, from the arguments of `load_settings` (the CLI's `--home`,
+`--db`, ...), `MEDFED_*` environment variables, the `settings.json` file in the home directory
+(written by the GUI's Settings page), and the defaults below. Unknown keys in the file and in the
+arguments are refused rather than silently ignored, so a typo never leaves a hospital running with
+a setting it did not mean. Other `MEDFED_*` variables (the keystore password, the anvil binary)
+belong to other parts and are left alone; nested ones (`MEDFED_POLICY__MIN_COSINE`) are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_serializer,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigError
+from core.federation.policy import VerificationPolicy
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "MedFedChain"
+ENV_PREFIX = "MEDFED_"
+SETTINGS_FILE = "settings.json"
+SMPC_PROTOCOLS = ("securenn", "pond", "aby3")
+
+# The settings file being read by the current `load_settings` call; a context variable so that
+# concurrent loads (GUI thread and a worker) never see each other's file.
+_settings_file: ContextVar[Path | None] = ContextVar("medfed_settings_file", default=None)
+
+
+# The default of the paths that live in the home directory unless set (None also means that);
+# typed Any so the fields can be plain `Path` for every reader.
+_FROM_HOME: Any = None
+
+
+def default_home() -> Path:
+    """The per-user data directory the platform expects (e.g. ~/.local/share/MedFedChain)."""
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def _default_hospital_name() -> str:
+    return socket.gethostname() or "hospital"
+
+
+# Coerces and checks the policy thresholds before they become a `VerificationPolicy`; built from
+# the dataclass so that a threshold added to the policy is configurable without touching this file.
+_PolicyFields: type[BaseModel] = create_model(
+    "_PolicyFields",
+    __config__=ConfigDict(extra="forbid"),
+    **{f.name: (float, f.default) for f in dataclass_fields(VerificationPolicy)},  # type: ignore[call-overload]
+)
+
+
+class Settings(BaseSettings):
+    """Everything a hospital's installation is configured with; paths are absolute once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=default_home)
+    db_path: Path = _FROM_HOME  # home / "medfedchain.db"
+    rpc_url: str | None = None  # None -> the embedded chain
+    smpc_players: Path | None = None  # players.json; None -> in-process players
+    smpc_protocol: str = "securenn"
+    policy: VerificationPolicy = Field(default_factory=VerificationPolicy)
+    keystore_dir: Path = _FROM_HOME  # home / "keystore"
+    hospital_name: str = Field(default_factory=_default_hospital_name)
+    blob_dir: Path = _FROM_HOME  # home / "blobs"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _JsonFileSource(settings_cls))
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _to_policy(cls, value: Any) -> VerificationPolicy:
+        if isinstance(value, VerificationPolicy):
+            return value
+        if not isinstance(value, dict):
+            names = ", ".join(f.name for f in dataclass_fields(VerificationPolicy))
+            raise ValueError(f"expected an object with {names}")
+        checked = _PolicyFields.model_validate(value)
+        try:
+            return VerificationPolicy(**checked.model_dump())
+        except ConfigError as exc:
+            raise ValueError(exc.user_message) from exc
+
+    @field_serializer("policy")
+    def _policy_as_dict(self, policy: VerificationPolicy) -> dict[str, float]:
+        return policy.as_dict()
+
+    @field_validator("smpc_protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in SMPC_PROTOCOLS:
+            raise ValueError(f"unknown SMPC protocol '{value}'; choose one of {', '.join(SMPC_PROTOCOLS)}")
+        return value
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _usable_rpc_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not (value.startswith(("http://", "https://", "ws://", "wss://")) or value.endswith(".ipc")):
+            raise ValueError("expected an http(s):// or ws(s):// URL, or the path of a node's .ipc file")
+        return value
+
+    @field_validator("hospital_name")
+    @classmethod
+    def _non_empty_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the hospital name cannot be empty")
+        return value
+
+    @field_validator("home", "smpc_players")
+    @classmethod
+    def _absolute_path(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value)
+
+    @field_validator("db_path", "keystore_dir", "blob_dir", mode="before")
+    @classmethod
+    def _derive_from_home(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and value != "":
+            return _absolute(Path(value))
+        home = info.data.get("home")
+        if home is None:  # home itself was invalid; that error is the one to report
+            raise ValueError("cannot be derived without a valid home directory")
+        return _derived_defaults(home)[info.field_name or ""]
+
+    @property
+    def settings_file(self) -> Path:
+        return self.home / SETTINGS_FILE
+
+
+class _JsonFileSource(PydanticBaseSettingsSource):
+    """Reads `settings.json` of the home directory; relative paths in it are relative to home."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ returns the whole file at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _settings_file.get()
+        if path is None or not path.exists():
+            return {}
+        values = _read_settings_file(path)
+        for name in ("db_path", "smpc_players", "keystore_dir", "blob_dir"):
+            raw = values.get(name)
+            if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
+                values[name] = str(path.parent / raw)
+        return values
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"The settings file {path} cannot be read.", detail=str(exc)) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"The settings file {path} is not valid JSON.", detail=str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"The settings file {path} must hold a JSON object of setting names and values.")
+    if "home" in data:
+        raise ConfigError(
+            f"The settings file {path} cannot set 'home': it lives in the home directory. "
+            "Use MEDFED_HOME or --home instead."
+        )
+    known = set(Settings.model_fields)
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(
+                f"Unknown setting '{key}' in {path}; known settings: {', '.join(sorted(known - {'home'}))}."
+            )
+        if key == "policy" and isinstance(value, dict):
+            policy_keys = {f.name for f in dataclass_fields(VerificationPolicy)}
+            for sub in value:
+                if sub not in policy_keys:
+                    raise ConfigError(
+                        f"Unknown setting 'policy.{sub}' in {path}; known policy settings: "
+                        f"{', '.join(sorted(policy_keys))}."
+                    )
+    return data
+
+
+def _absolute(path: Path) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+def _derived_defaults(home: Path) -> dict[str, Path]:
+    return {
+        "db_path": home / "medfedchain.db",
+        "keystore_dir": home / "keystore",
+        "blob_dir": home / "blobs",
+    }
+
+
+def _home_from_env() -> Path | None:
+    # pydantic-settings matches env names case-insensitively; do the same for the one read early.
+    for key, value in os.environ.items():
+        if key.upper() == f"{ENV_PREFIX}HOME" and value.strip():
+            return Path(value.strip())
+    return None
+
+
+@contextmanager
+def _reading(path: Path | None) -> Iterator[None]:
+    token = _settings_file.set(path)
+    try:
+        yield
+    finally:
+        _settings_file.reset(token)
+
+
+def _config_error(exc: ValidationError, source_hint: str) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "settings"
+    if first["type"] == "extra_forbidden":
+        message = f"Unknown setting '{key}' ({source_hint})."
+    else:
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        message = f"Invalid setting '{key}': {reason} ({source_hint})."
+    return ConfigError(message, detail=str(exc))
+
+
+def load_settings(home: Path | None = None, db: Path | None = None, **overrides: Any) -> Settings:
+    """Reads the settings: explicit arguments > MEDFED_* environment > home/settings.json > defaults.
+
+    Creates the home directory on first use. Raises ConfigError naming the offending key.
+    """
+    resolved_home = _absolute(home) if home is not None else _home_from_env() or default_home()
+    resolved_home = _absolute(resolved_home)
+    try:
+        resolved_home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"The home directory {resolved_home} cannot be created.", detail=str(exc)) from exc
+    if not resolved_home.is_dir():
+        raise ConfigError(f"The home directory {resolved_home} is not a directory.")
+
+    explicit: dict[str, Any] = dict(overrides)
+    if "home" in explicit:
+        raise ConfigError("Pass the home directory as load_settings(home=...), not as an override.")
+    explicit["home"] = resolved_home
+    if db is not None:
+        explicit["db_path"] = _absolute(db)
+    hint = f"arguments, {ENV_PREFIX}* environment variables or {resolved_home / SETTINGS_FILE}"
+    with _reading(resolved_home / SETTINGS_FILE):
+        try:
+            settings = Settings(**explicit)
+        except ValidationError as exc:
+            raise _config_error(exc, hint) from exc
+    logger.debug("Settings loaded from %s", resolved_home)
+    return settings
+
+
+def settings_file_values(settings: Settings) -> dict[str, Any]:
+    """What `save_settings` writes: every value that differs from its default for this home."""
+    dumped = settings.model_dump(mode="json", exclude={"home"})
+    derived = {name: str(path) for name, path in _derived_defaults(settings.home).items()}
+    out: dict[str, Any] = {}
+    for name, value in dumped.items():
+        if name in derived:
+            if value != derived[name]:
+                out[name] = value
+        elif name == "policy":
+            if value != VerificationPolicy().as_dict():
+                out[name] = value
+        elif name == "hospital_name" or value != Settings.model_fields[name].default:
+            out[name] = value
+    return out
+
+
+def save_settings(settings: Settings) -> Path:
+    """Writes home/settings.json atomically (temporary file, then rename); returns its path."""
+    path = settings.settings_file
+    payload = json.dumps(settings_file_values(settings), indent=2, sort_keys=True) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"The settings could not be saved to {path}.", detail=str(exc)) from exc
+    logger.info("Settings saved to %s", path)
+    return path
+
+
+def update_settings(settings: Settings, **changes: Any) -> Settings:
+    """A copy of `settings` with `changes` applied and validated (the model itself is frozen)."""
+    if "home" in changes:
+        raise ConfigError("The home directory cannot be changed while running; restart with --home.")
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    values.update(changes)
+    hint = "the Settings page"
+    with _reading(None):
+        try:
+            return Settings(**values)
+        except ValidationError as exc:
+            raise _config_error(exc, hint) from exc

@@ -1,0 +1,193 @@
+"""Content-addressed blobs (global models) on disk, served to and fetched from peers over HTTP.
+
+The chain holds only a model's SHA-256; its bytes live in `home/blobs/<sha256>`, written to a
+temporary name and renamed. Whatever is read back, locally or from a peer, is hashed again and
+refused with `BlobMismatch` when it is not the content the ledger names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from ledger.errors import BlobMismatch, BlobNotFound, LedgerError, NodeUnavailable
+
+logger = logging.getLogger(__name__)
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+MAX_BLOB_BYTES = 1 << 31  # 2 GiB: far above any model the app trains, below anything absurd
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checked(digest: str) -> str:
+    digest = digest.lower().removeprefix("0x")
+    if not _DIGEST.match(digest):
+        raise LedgerError("A blob name must be a hex SHA-256 digest.", detail=repr(digest))
+    return digest
+
+
+class BlobStore:
+    """A directory of blobs, each named by the SHA-256 of its content."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        return self.root / _checked(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    def put(self, data: bytes, expected: str | None = None) -> str:
+        """Stores `data` atomically and returns its digest; refuses it if it is not `expected`."""
+        digest = sha256_hex(data)
+        if expected is not None and digest != _checked(expected):
+            raise BlobMismatch("The model's bytes do not match its recorded hash.", expected=_checked(expected),
+                               actual=digest)
+        target = self.root / digest
+        if target.exists() and self._digest_of(target) == digest:
+            return digest
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, verified against its name (a changed byte raises BlobMismatch)."""
+        digest = _checked(digest)
+        try:
+            data = (self.root / digest).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound("The model is not in this hospital's blob store.", digest=digest) from exc
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise BlobMismatch("A stored model file was changed on disk.", expected=digest, actual=actual)
+        return data
+
+    def verify(self, digest: str) -> bool:
+        """True when the blob is present and intact."""
+        try:
+            self.get(digest)
+        except (BlobNotFound, BlobMismatch):
+            return False
+        return True
+
+    @staticmethod
+    def _digest_of(path: Path) -> str:
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+
+class _BlobHandler(BaseHTTPRequestHandler):
+    store: BlobStore
+    server_version = "MedFedChainBlobs/1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        name = self.path.rstrip("/").rsplit("/", 1)[-1]
+        if not self.path.startswith("/blobs/") or not _DIGEST.match(name):
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            data = self.store.get(name)
+        except BlobNotFound:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        except BlobMismatch:
+            # Never serve a damaged blob; the peer would refuse it anyway.
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "stored blob is damaged")
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        logger.debug("blob server: " + format, *args)
+
+
+class BlobServer:
+    """Serves a blob store read-only at http://host:port/blobs/<sha256>, on a background thread."""
+
+    def __init__(self, store: BlobStore, host: str = "127.0.0.1", port: int = 0) -> None:
+        handler = type("BoundBlobHandler", (_BlobHandler,), {"store": store})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> BlobServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="blob-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> BlobServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float = 30.0) -> bytes:
+    """Downloads a blob from a peer's blob server, verifies its hash and stores it locally."""
+    digest = _checked(digest)
+    url = f"{peer_url.rstrip('/')}/blobs/{digest}"
+    try:
+        with requests.get(url, timeout=timeout, stream=True) as response:
+            if response.status_code == HTTPStatus.NOT_FOUND:
+                raise BlobNotFound("The peer does not have this model.", digest=digest, detail=url)
+            response.raise_for_status()
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(1 << 20):
+                size += len(chunk)
+                if size > MAX_BLOB_BYTES:
+                    raise LedgerError("The peer sent a model larger than any the federation accepts.",
+                                      detail=url)
+                chunks.append(chunk)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise NodeUnavailable("The peer's model server cannot be reached.", endpoint=peer_url,
+                              detail=str(exc)) from exc
+    except requests.HTTPError as exc:
+        raise LedgerError("The peer's model server refused the download.", detail=str(exc)) from exc
+    data = b"".join(chunks)
+    actual = sha256_hex(data)
+    if actual != digest:
+        raise BlobMismatch("The model received from the peer is not the one on the ledger.", expected=digest,
+                           actual=actual)
+    store.put(data)
+    return data

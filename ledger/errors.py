@@ -1,0 +1,99 @@
+"""The ledger's exceptions: one root, `LedgerError`, whose `user_message` a hospital's IT person can act on.
+
+Typed subclasses carry the data a caller needs to react (the revert reason, the hashes that
+differ), in the manner of web3.py's `web3/exceptions.py`.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises; the GUI and CLI show `user_message`."""
+
+    exit_code = 8
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(user_message if detail is None else f"{user_message} ({detail})")
+        self.user_message = user_message
+        self.detail = detail
+
+
+class NodeUnavailable(LedgerError):
+    """The chain node could not be reached (after retries) or did not answer in time."""
+
+    exit_code = 9
+
+    def __init__(self, user_message: str, *, endpoint: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.endpoint = endpoint
+
+
+class TransactionReverted(LedgerError):
+    """The contract refused a transaction; `reason` is the revert string from the contract."""
+
+    def __init__(self, user_message: str, *, reason: str, function: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.reason = reason
+        self.function = function
+
+
+class ReceiptTimeout(NodeUnavailable):
+    """A transaction was sent but not mined within the timeout; it may still be mined later."""
+
+    def __init__(self, user_message: str, *, endpoint: str, tx_hash: str) -> None:
+        super().__init__(user_message, endpoint=endpoint, detail=f"transaction {tx_hash}")
+        self.tx_hash = tx_hash
+
+
+class UnknownAccount(LedgerError):
+    """A hospital has no account (keystore) or is not registered on the ledger."""
+
+    def __init__(self, user_message: str, *, hospital_id: str | None = None, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.hospital_id = hospital_id
+
+
+class KeystoreError(LedgerError):
+    """A keystore file is missing, unreadable, or the password is wrong."""
+
+    def __init__(self, user_message: str, *, path: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.path = path
+
+
+class BlobMismatch(LedgerError):
+    """A model blob's content does not hash to the value the ledger records for it."""
+
+    def __init__(self, user_message: str, *, expected: str, actual: str) -> None:
+        super().__init__(user_message, detail=f"expected sha256 {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class BlobNotFound(LedgerError):
+    """No blob with this hash is stored locally or at the peer asked."""
+
+    def __init__(self, user_message: str, *, digest: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.digest = digest
+
+
+class DecisionMismatch(LedgerError):
+    """The chain decided a candidate differently from the federation engine."""
+
+    def __init__(self, user_message: str, *, candidate_id: str, chain_accepted: bool, engine_accepted: bool) -> None:
+        super().__init__(
+            user_message, detail=f"chain: {'accept' if chain_accepted else 'reject'}, "
+            f"engine: {'accept' if engine_accepted else 'reject'}"
+        )
+        self.candidate_id = candidate_id
+        self.chain_accepted = chain_accepted
+        self.engine_accepted = engine_accepted
+
+
+class ContractMissing(LedgerError):
+    """The node has no federation contract at the address this data directory recorded."""
+
+
+class AnvilUnavailable(LedgerError):
+    """The anvil binary could not be found, installed or started."""

@@ -1,0 +1,180 @@
+"""Opening the federation ledger of a data directory: node, contract deployment, keystore, funding.
+
+`LedgerSettings.rpc_url` picks the node (None: the embedded chain persisted in the data
+directory); everything above the provider is the same for both. Layout under `home`:
+
+    ledger/chain/chain.sqlite          the embedded chain (absent with --rpc)
+    ledger/keystore/<name>.json        encrypted keyfiles: 'admin' and one per hospital
+    ledger/deployments/<chain id>.json the federation contract's address on that chain
+    blobs/<sha256>                     content-addressed model blobs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ledger.accounts import DEFAULT_SCRYPT_N, Keystore, keystore_password
+from ledger.client import LedgerClient
+from ledger.embedded import EmbeddedChain, embedded_web3
+from ledger.errors import ContractMissing, LedgerError, UnknownAccount
+from ledger.node import RetryPolicy, connect_provider, connect_rpc
+
+logger = logging.getLogger(__name__)
+
+ADMIN = "admin"
+EMBEDDED_ENDPOINT = "embedded chain"
+FUNDING = Web3.to_wei(10, "ether")
+LOW_BALANCE = Web3.to_wei(1, "ether")
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Where the ledger lives and how to reach it; `rpc_url=None` means the embedded chain."""
+
+    home: Path
+    rpc_url: str | None = None
+    contract_address: str | None = None  # join an existing deployment instead of the recorded one
+    keystore_password: str | None = None  # None: MEDFED_KEYSTORE_PASSWORD (demo default if embedded)
+    funder: str | None = None  # keystore name of an account that pays others' gas on a real network
+    receipt_timeout: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    scrypt_n: int = DEFAULT_SCRYPT_N
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.home / "ledger"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def endpoint(self) -> str:
+        return self.rpc_url or EMBEDDED_ENDPOINT
+
+
+class LedgerSession:
+    """An open connection to the federation contract, with the data directory's keystore."""
+
+    def __init__(self, settings: LedgerSettings, *, read_only: bool = False) -> None:
+        self.settings = settings
+        self.read_only = read_only
+        self.chain: EmbeddedChain | None = None
+        if settings.rpc_url is None:
+            self.chain = EmbeddedChain(settings.ledger_dir / "chain", read_only=read_only)
+            self.w3 = embedded_web3(connect_provider(self.chain.provider, EMBEDDED_ENDPOINT, settings.retry))
+        else:
+            self.w3 = connect_rpc(settings.rpc_url, settings.retry)
+        self._keystore: Keystore | None = None
+        try:
+            self.client = self._attach()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint
+
+    @property
+    def keystore(self) -> Keystore:
+        """The data directory's keystore, unlocked lazily: read-only work needs no password."""
+        if self._keystore is None:
+            password = self.settings.keystore_password or keystore_password(
+                allow_demo=self.settings.rpc_url is None
+            )
+            self._keystore = Keystore(
+                self.settings.ledger_dir / "keystore", password, scrypt_n=self.settings.scrypt_n
+            )
+        return self._keystore
+
+    def admin(self) -> LocalAccount:
+        """The consortium admin's account (created with the deployment on a fresh ledger)."""
+        if not self.keystore.exists(ADMIN):
+            raise UnknownAccount(
+                "This data directory holds no ledger admin keystore; only the consortium admin may do this.",
+                hospital_id=None, detail=str(self.keystore.path_of(ADMIN)),
+            )
+        return self.keystore.unlock(ADMIN)
+
+    def _deployment_path(self) -> Path:
+        return self.settings.ledger_dir / "deployments" / f"{int(self.w3.eth.chain_id)}.json"
+
+    def _attach(self) -> LedgerClient:
+        """Finds the federation contract on this chain, deploying it on a fresh ledger."""
+        kwargs: dict[str, Any] = {"endpoint": self.endpoint, "receipt_timeout": self.settings.receipt_timeout}
+        address = self.settings.contract_address
+        path = self._deployment_path()
+        if address is None and path.exists():
+            address = json.loads(path.read_text(encoding="utf-8"))["address"]
+        if address is not None:
+            client = LedgerClient(self.w3, address, **kwargs)
+            if not client.has_code():
+                raise ContractMissing(
+                    "The ledger node holds no federation contract at the recorded address: it is a "
+                    "different or reset chain.", detail=f"{address} on {self.endpoint}",
+                )
+            return client
+        if self.read_only:
+            raise LedgerError("No federation ledger has been set up in this data directory yet.",
+                              detail=str(path))
+        admin = self.keystore.unlock_or_create(ADMIN)
+        self.ensure_funded(admin.address)
+        client, receipt = LedgerClient.deploy(self.w3, admin, **kwargs)
+        _write_json(path, {
+            "address": client.address, "chain_id": client.chain_id, "block": receipt["blockNumber"],
+            "admin": admin.address, "endpoint": self.endpoint,
+        })
+        logger.info("deployed the federation contract at %s on %s", client.address, self.endpoint)
+        return client
+
+    def ensure_funded(self, address: str) -> None:
+        """Tops up an account's gas money from the funder (a keystore, or the dev node's account)."""
+        if int(self.w3.eth.gas_price) == 0 or self.w3.eth.get_balance(address) >= LOW_BALANCE:
+            return  # free-gas permissioned networks (Besu with min-gas-price 0) need no funding
+        if self.settings.funder is not None:
+            funder = self.keystore.unlock(self.settings.funder)
+            tx = {
+                "to": address, "value": FUNDING, "gas": 21000, "chainId": int(self.w3.eth.chain_id),
+                "nonce": self.w3.eth.get_transaction_count(funder.address, "pending"),
+                "maxFeePerGas": 2 * int(self.w3.eth.gas_price), "maxPriorityFeePerGas": 0,
+            }
+            tx_hash = self.w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction)
+        else:
+            dev_accounts = self.w3.eth.accounts  # unlocked by development nodes only
+            if not dev_accounts:
+                raise UnknownAccount(
+                    "A ledger account has no funds for gas: fund it, or configure a funder keystore.",
+                    detail=address,
+                )
+            tx_hash = self.w3.eth.send_transaction({"from": dev_accounts[0], "to": address, "value": FUNDING})
+        self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.settings.receipt_timeout, poll_latency=0.05)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.chain.close()
+            self.chain = None
+
+
+def open_ledger(settings: LedgerSettings, *, read_only: bool = False) -> LedgerSession:
+    """Opens the ledger of a data directory; read-only sessions need no keystore password."""
+    return LedgerSession(settings, read_only=read_only)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

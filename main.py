@@ -1,0 +1,294 @@
+"""MedFedChain entry point: the desktop app, or a command of the headless CLI.
+
+    python main.py                      the app (a headless demo federation without a display)
+    python main.py simulate ...         a whole federation of simulated hospitals
+    python main.py smpc-player ...      one SMPC player process
+    python main.py ledger audit|show    check or list the ledger
+    python main.py screenshot --out D   render every page of the app to PNG
+
+Exit codes: 0 success; 1 unexpected error; 2 bad arguments or settings; 3 unusable data;
+4 unusable model; 5 federation could not proceed; 6 round aborted; 7 local database problem;
+8 ledger problem; 9 SMPC problem; 10 audit found a discrepancy; 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_LEDGER = 8
+EXIT_SMPC = 9
+EXIT_AUDIT = 10
+EXIT_CANCELLED = 130
+
+DEMO_ARGS = ["simulate", "--hospitals", "5", "--malicious", "1", "--attack", "label_flip", "--rounds", "3",
+             "--dataset", "breast_cancer"]
+
+log = logging.getLogger("medfedchain")
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", type=Path, help="data directory (default: MEDFED_HOME or the user data dir)")
+    parser.add_argument("--db", type=Path, help="SQLite database file (default: HOME/medfedchain.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medfedchain", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command")
+
+    gui = sub.add_parser("gui", help="open the desktop app")
+    _add_home(gui)
+
+    demo = sub.add_parser("demo", help="run the headless demo federation (one attacker, 3 rounds)")
+    _add_home(demo)
+    demo.add_argument("--json", type=Path, help="write the report here")
+
+    sim = sub.add_parser("simulate", help="run a federation of simulated hospitals")
+    _add_home(sim)
+    sim.add_argument("--hospitals", type=int, default=5)
+    sim.add_argument("--malicious", type=int, default=0, help="how many hospitals attack (the last ones)")
+    sim.add_argument("--attack", default="none",
+                     help="none, label_flip, sign_flip, scaling, noise, backdoor, or FILE.py:CLASS")
+    sim.add_argument("--attack-param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a parameter of the attack, e.g. factor=10 (repeatable)")
+    sim.add_argument("--rounds", type=int, default=5)
+    sim.add_argument("--dataset", default="breast_cancer",
+                     help="breast_cancer, diabetes, synthetic_images, or a CSV/.npz/image or DICOM folder path")
+    sim.add_argument("--label-column", help="the CSV column holding the class")
+    sim.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out (e.g. patient id)")
+    sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
+    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
+    sim.add_argument("--aggregator", default="fedavg", choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
+    sim.add_argument("--verifier", default="plaintext", choices=["plaintext", "none"])
+    sim.add_argument("--secure", action="store_true", help="verify and aggregate inside SMPC (TF-Encrypted)")
+    sim.add_argument("--epochs", type=int, default=5, help="local epochs per round")
+    sim.add_argument("--batch-size", type=int, default=16)
+    sim.add_argument("--learning-rate", type=float, default=0.005)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--rpc", help="record on this JSON-RPC node instead of the embedded chain")
+    sim.add_argument("--no-ledger", action="store_true", help="record in SQLite only")
+    sim.add_argument("--json", type=Path, help="write the report here")
+
+    player = sub.add_parser("smpc-player", help="run one SMPC player process")
+    player.add_argument("--name", required=True)
+    player.add_argument("--config", required=True, type=Path, help="players.json")
+    player.add_argument("-v", "--verbose", action="store_true")
+
+    ledger = sub.add_parser("ledger", help="inspect the ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    audit = ledger_sub.add_parser("audit", help="replay every event and check blobs, decisions and SQLite")
+    _add_home(audit)
+    audit.add_argument("--rpc", help="audit this JSON-RPC node instead of the embedded chain")
+    audit.add_argument("--json", type=Path, help="write the audit report here")
+    show = ledger_sub.add_parser("show", help="list rounds, models, votes and decisions")
+    _add_home(show)
+    show.add_argument("--rpc", help="read this JSON-RPC node instead of the embedded chain")
+
+    shot = sub.add_parser("screenshot", help="render every page of the app to PNG after a demo round")
+    _add_home(shot)
+    shot.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    from core.errors import ConfigError
+
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--attack-param expects KEY=VALUE, got '{item}'.")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from core.settings import load_settings
+
+    return load_settings(home=getattr(args, "home", None), db=getattr(args, "db", None))
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+        temporary = Path(handle.name)
+    temporary.replace(path)
+
+
+class _ConsoleProgress:
+    """Prints one line per step of the federation to stderr."""
+
+    def __call__(self, event: Any) -> None:
+        from core.progress import Stage
+
+        if event.stage is Stage.TRAINING and event.values:
+            return  # per-epoch lines would drown the table
+        if event.stage is Stage.VERIFICATION and event.fraction not in (None, 0.0):
+            return  # likewise one line per (validator, candidate) pair
+        where = f"[round {event.round_number}] " if event.round_number else ""
+        print(f"  {where}{event.stage.value:<12} {event.message}", file=sys.stderr, flush=True)
+
+
+def _print_round(row: dict[str, Any]) -> None:
+    acc = row["accuracy"]
+    print(f"\nRound {row['round']}: global accuracy {acc:.3f}" if acc is not None else f"\nRound {row['round']}")
+    print(f"  {'hospital':<12} {'truth':<9} {'status':<9} {'votes':<7} {'accuracy':>8} {'margin':>7} "
+          f"{'cosine':>7} {'norm':>8}")
+    for m in row["models"]:
+        scores = list(m["scores"].values())
+        mean = (lambda key: sum(s[key] for s in scores) / len(scores)) if scores else (lambda key: float("nan"))
+        print(f"  {m['hospital']:<12} {'ATTACKER' if m['malicious'] else 'honest':<9} {m['status']:<9} "
+              f"{m['accepts']}/{m['accepts'] + m['rejects']:<5} {mean('accuracy'):>8.3f} {mean('margin'):>7.2f} "
+              f"{mean('cosine'):>7.2f} {mean('norm'):>8.3g}")
+    for failure in row["failures"]:
+        print(f"  ! {failure['hospital_id']} failed at {failure['stage']}: {failure['message']}")
+    sys.stdout.flush()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from core.progress import CancelToken
+    from core.services.simulation import SimulationConfig, run_simulation
+
+    settings = _settings(args)
+    config = SimulationConfig(
+        hospitals=args.hospitals, malicious=args.malicious, attack=args.attack,
+        attack_params=_parse_params(args.attack_param), rounds=args.rounds, dataset=args.dataset,
+        label_column=args.label_column, drop_columns=tuple(args.drop_columns), partition=args.partition,
+        alpha=args.alpha, aggregator=args.aggregator, verifier=args.verifier, secure=args.secure,
+        seed=args.seed, local_epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, ledger=not args.no_ledger, rpc_url=args.rpc,
+    )
+    cancel = CancelToken()
+    signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    print(f"MedFedChain simulation: {config.hospitals} hospitals ({config.malicious} x {config.attack}), "
+          f"{config.rounds} rounds on {config.dataset}, "
+          f"{'SMPC' if config.secure else config.verifier} verification, {config.aggregator}; "
+          f"state in {settings.db_path}", flush=True)
+    report = run_simulation(config, settings, _ConsoleProgress(), cancel, on_round=_print_round)
+    s = report["summary"]
+    print(f"\nFinal accuracy {report['final_accuracy']:.3f} (initial {report['initial_accuracy']:.3f}); "
+          f"attackers rejected {s['malicious_rejected']}/{s['malicious_rejected'] + s['malicious_accepted']}, "
+          f"honest accepted {s['honest_accepted']}/{s['honest_accepted'] + s['honest_rejected']}.")
+    if args.json:
+        _write_json(args.json, report)
+        print(f"Report written to {args.json}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    parser = build_parser()
+    demo_args = parser.parse_args(DEMO_ARGS)
+    demo_args.home, demo_args.db, demo_args.json = args.home, args.db, args.json
+    print("No display found: running the headless demo federation "
+          "(5 hospitals, one label-flipping attacker, 3 rounds).", flush=True)
+    return cmd_simulate(demo_args)
+
+
+def cmd_player(args: argparse.Namespace) -> int:
+    from smpc.player import run_player
+
+    run_player(args.name, args.config)
+    return EXIT_OK
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from core.services import ledger_audit
+
+    settings = _settings(args)
+    if args.ledger_command == "audit":
+        report = ledger_audit.audit(settings, rpc_url=args.rpc)
+        print(ledger_audit.format_audit(report))
+        if args.json:
+            _write_json(args.json, ledger_audit.audit_as_dict(report))
+        return EXIT_OK if report.ok else EXIT_AUDIT
+    print(ledger_audit.format_show(ledger_audit.show(settings, rpc_url=args.rpc)))
+    return EXIT_OK
+
+
+def _has_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from app.application import run_app
+
+    return run_app(_settings(args))
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from app.screenshots import render_screenshots
+
+    paths = render_screenshots(_settings(args), args.out)
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def _exit_code(exc: BaseException) -> tuple[int, str]:
+    """The documented exit code and one-line message for an error from any layer."""
+    from core.errors import CoreError
+
+    if isinstance(exc, CoreError):
+        return exc.exit_code, exc.user_message
+    # Only packages already imported can have raised; importing them here would load TF or web3.
+    for module, root_name, code in (("ledger.errors", "LedgerError", EXIT_LEDGER),
+                                    ("smpc.errors", "SmpcError", EXIT_SMPC)):
+        base = getattr(sys.modules.get(module), root_name, None)
+        if base is not None and isinstance(exc, base):
+            return code, getattr(exc, "user_message", str(exc))
+    return EXIT_UNEXPECTED, f"Unexpected error: {type(exc).__name__}: {exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    command = args.command
+    if command is None:
+        command = "gui" if _has_display() else "demo"
+        args = build_parser().parse_args([command])
+    handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
+                "ledger": cmd_ledger, "screenshot": cmd_screenshot}
+    try:
+        return handlers[command](args)
+    except KeyboardInterrupt:
+        print("medfedchain: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # the CLI's one place that turns errors into exit codes
+        code, message = _exit_code(exc)
+        if code == EXIT_UNEXPECTED:
+            log.exception("unexpected error")
+        print(f"medfedchain: error: {message}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

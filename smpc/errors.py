@@ -1,0 +1,51 @@
+"""The root of every error the SMPC layer raises, each with a message an IT person can act on."""
+
+from __future__ import annotations
+
+
+class SmpcError(Exception):
+    """Base of every SMPC error; `user_message` is what the GUI and CLI show."""
+
+    exit_code = 8
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(user_message if detail is None else f"{user_message} ({detail})")
+        self.user_message = user_message
+        self.detail = detail
+
+
+class CompatibilityError(SmpcError):
+    """TF-Encrypted could not be made to run on the installed TensorFlow."""
+
+
+class FixedPointOverflow(SmpcError):
+    """A value is too large to be represented in the fixed-point ring without wrapping."""
+
+    def __init__(self, user_message: str, *, what: str, max_abs: float, bound: float) -> None:
+        super().__init__(user_message, detail=f"{what}: |value| {max_abs:.4g} > bound {bound:.4g}")
+        self.what = what
+        self.max_abs = max_abs
+        self.bound = bound
+
+
+class PlayerUnavailable(SmpcError):
+    """An SMPC player process could not be reached or stopped answering during a session."""
+
+    exit_code = 9
+
+    def __init__(self, user_message: str, *, player: str | None = None, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.player = player
+
+
+class CommitmentMismatch(SmpcError):
+    """The shares a player holds are not those the hospital committed to."""
+
+    def __init__(self, user_message: str, *, hospital_id: str, player: str | None = None) -> None:
+        super().__init__(user_message, detail=f"hospital {hospital_id}, player {player}")
+        self.hospital_id = hospital_id
+        self.player = player
+
+
+class ProtocolUnsupported(SmpcError):
+    """The chosen SMPC protocol cannot evaluate what was asked of it."""
