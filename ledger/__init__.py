@@ -17,7 +17,23 @@ from ledger.recorder import Web3Recorder
 from ledger.session import LedgerSession, LedgerSettings, open_ledger
 
 __all__ = [
-    "AuditReport", "BlobMismatch", "BlobNotFound", "BlobServer", "BlobStore", "DecisionMismatch",
-    "KeystoreError", "LedgerError", "LedgerHistory", "LedgerSession", "LedgerSettings", "NodeUnavailable",
-    "TransactionReverted", "UnknownAccount", "Web3Recorder", "audit_chain", "fetch_blob", "open_ledger", "replay",
+    "AuditReport",
+    "BlobMismatch",
+    "BlobNotFound",
+    "BlobServer",
+    "BlobStore",
+    "DecisionMismatch",
+    "KeystoreError",
+    "LedgerError",
+    "LedgerHistory",
+    "LedgerSession",
+    "LedgerSettings",
+    "NodeUnavailable",
+    "TransactionReverted",
+    "UnknownAccount",
+    "Web3Recorder",
+    "audit_chain",
+    "fetch_blob",
+    "open_ledger",
+    "replay",
 ]

@@ -55,7 +55,8 @@ class Keystore:
         if not _LABEL.match(label):
             raise KeystoreError(
                 "An account name may hold only letters, digits, '.', '_' and '-' (at most 64).",
-                path=str(self.directory), detail=repr(label),
+                path=str(self.directory),
+                detail=repr(label),
             )
         return self.directory / f"{label}.json"
 
@@ -71,8 +72,9 @@ class Keystore:
         try:
             return to_checksum_address("0x" + json.loads(path.read_text(encoding="utf-8"))["address"])
         except (OSError, ValueError, KeyError) as exc:
-            raise KeystoreError("A ledger keystore file is missing or damaged.", path=str(path),
-                                detail=str(exc)) from exc
+            raise KeystoreError(
+                "A ledger keystore file is missing or damaged.", path=str(path), detail=str(exc)
+            ) from exc
 
     def create(self, label: str, private_key: bytes | None = None) -> LocalAccount:
         """Creates (or imports) an account and writes its encrypted keyfile atomically."""
@@ -106,7 +108,9 @@ class Keystore:
         except FileNotFoundError as exc:
             raise KeystoreError("No ledger keystore exists for this account.", path=str(path)) from exc
         except (OSError, ValueError) as exc:
-            raise KeystoreError("A ledger keystore file is unreadable.", path=str(path), detail=str(exc)) from exc
+            raise KeystoreError(
+                "A ledger keystore file is unreadable.", path=str(path), detail=str(exc)
+            ) from exc
         try:
             key = Account.decrypt(keyfile, self._password)
         except ValueError as exc:

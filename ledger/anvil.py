@@ -61,8 +61,12 @@ def install_anvil(directory: Path | None = None, timeout: float = 300.0) -> Path
         raise AnvilUnavailable("npm is needed to install the anvil test node.")
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        subprocess.run([npm, "install", "--no-save", "--prefix", str(directory), NPM_PACKAGE],
-                       check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [npm, "install", "--no-save", "--prefix", str(directory), NPM_PACKAGE],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         raise AnvilUnavailable("Installing anvil from the npm registry failed.", detail=str(exc)) from exc
     binary = _cached_binary(directory)
@@ -85,8 +89,14 @@ def free_port() -> int:
 class AnvilNode:
     """One anvil process; with `state_file` its chain survives `stop()` and `start()`."""
 
-    def __init__(self, binary: Path | None = None, *, port: int | None = None,
-                 state_file: Path | None = None, block_time: float | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path | None = None,
+        *,
+        port: int | None = None,
+        state_file: Path | None = None,
+        block_time: float | None = None,
+    ) -> None:
         self.binary = binary or ensure_anvil()
         self.port = port or free_port()
         self.state_file = state_file
@@ -116,8 +126,11 @@ class AnvilNode:
                 err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
                 raise AnvilUnavailable("The anvil node exited at start.", detail=err[-500:])
             try:
-                requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-                              timeout=1).raise_for_status()
+                requests.post(
+                    self.url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+                    timeout=1,
+                ).raise_for_status()
                 return self
             except requests.RequestException:
                 time.sleep(0.05)

@@ -42,7 +42,8 @@ def check_blob(blobs: BlobStore, digest: str, what: str, peers: Sequence[str] = 
         blobs.get(digest)
         return None
     except BlobMismatch as exc:
-        return f"{what}: the stored file {blobs.path(digest)} does not match the hash on the ledger ({exc.actual})"
+        path = blobs.path(digest)
+        return f"{what}: the stored file {path} does not match the hash on the ledger ({exc.actual})"
     except BlobNotFound:
         pass
     for peer in peers:
@@ -67,8 +68,9 @@ def audit_chain(
     for entry in history.rounds:
         if entry.state != "finalized" or entry.global_hash is None:
             continue
-        problem = check_blob(blobs, entry.global_hash, f"round {entry.number} (id {entry.round_id}) global model",
-                             peers)
+        problem = check_blob(
+            blobs, entry.global_hash, f"round {entry.number} (id {entry.round_id}) global model", peers
+        )
         checked += 1
         if problem:
             discrepancies.append(problem)
@@ -76,7 +78,11 @@ def audit_chain(
         if entry.state == "open":
             notes.append(f"round {entry.number} is still open on the ledger")
     report = AuditReport(
-        ok=not discrepancies, discrepancies=discrepancies, rounds_checked=len(history.rounds),
-        events_checked=history.events, blobs_checked=checked, notes=notes,
+        ok=not discrepancies,
+        discrepancies=discrepancies,
+        rounds_checked=len(history.rounds),
+        events_checked=history.events,
+        blobs_checked=checked,
+        notes=notes,
     )
     return report, history

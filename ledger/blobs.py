@@ -54,8 +54,11 @@ class BlobStore:
         """Stores `data` atomically and returns its digest; refuses it if it is not `expected`."""
         digest = sha256_hex(data)
         if expected is not None and digest != _checked(expected):
-            raise BlobMismatch("The model's bytes do not match its recorded hash.", expected=_checked(expected),
-                               actual=digest)
+            raise BlobMismatch(
+                "The model's bytes do not match its recorded hash.",
+                expected=_checked(expected),
+                actual=digest,
+            )
         target = self.root / digest
         if target.exists() and self._digest_of(target) == digest:
             return digest
@@ -176,18 +179,21 @@ def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float =
             for chunk in response.iter_content(1 << 20):
                 size += len(chunk)
                 if size > MAX_BLOB_BYTES:
-                    raise LedgerError("The peer sent a model larger than any the federation accepts.",
-                                      detail=url)
+                    raise LedgerError(
+                        "The peer sent a model larger than any the federation accepts.", detail=url
+                    )
                 chunks.append(chunk)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise NodeUnavailable("The peer's model server cannot be reached.", endpoint=peer_url,
-                              detail=str(exc)) from exc
+        raise NodeUnavailable(
+            "The peer's model server cannot be reached.", endpoint=peer_url, detail=str(exc)
+        ) from exc
     except requests.HTTPError as exc:
         raise LedgerError("The peer's model server refused the download.", detail=str(exc)) from exc
     data = b"".join(chunks)
     actual = sha256_hex(data)
     if actual != digest:
-        raise BlobMismatch("The model received from the peer is not the one on the ledger.", expected=digest,
-                           actual=actual)
+        raise BlobMismatch(
+            "The model received from the peer is not the one on the ledger.", expected=digest, actual=actual
+        )
     store.put(data)
     return data

@@ -68,9 +68,26 @@ class Ballot:
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
-            self.candidate, self.accept, self.correct, self.total, self.cosine, self.norm,
-            self.reference_accuracy, self.reference_norm,
+            self.candidate,
+            self.accept,
+            self.correct,
+            self.total,
+            self.cosine,
+            self.norm,
+            self.reference_accuracy,
+            self.reference_norm,
         )
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A candidate's standing in a round; `accepted` is meaningful once the round is decided."""
+
+    candidate: str
+    model_hash: str
+    accepts: int
+    rejects: int
+    accepted: bool
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,12 @@ class LedgerClient:
     """The federation contract at `address` on the node behind `w3`."""
 
     def __init__(
-        self, w3: Web3, address: str, *, endpoint: str, receipt_timeout: float = 120.0,
+        self,
+        w3: Web3,
+        address: str,
+        *,
+        endpoint: str,
+        receipt_timeout: float = 120.0,
         artifact: Artifact | None = None,
     ) -> None:
         self.w3 = w3
@@ -120,7 +142,8 @@ class LedgerClient:
         self._chain_id: int | None = None
         self._topics = {
             HexBytes(Web3.keccak(text=_signature(e))): e["name"]
-            for e in self.artifact.abi if e["type"] == "event"
+            for e in self.artifact.abi
+            if e["type"] == "event"
         }
 
     @property
@@ -144,7 +167,9 @@ class LedgerClient:
         address = receipt["contractAddress"]
         if not address:
             raise LedgerError("The node did not report the federation contract's address.")
-        return cls(w3, address, endpoint=endpoint, receipt_timeout=receipt_timeout, artifact=artifact), receipt
+        return cls(
+            w3, address, endpoint=endpoint, receipt_timeout=receipt_timeout, artifact=artifact
+        ), receipt
 
     def has_code(self) -> bool:
         return len(self.w3.eth.get_code(self.address)) > 0
@@ -154,11 +179,13 @@ class LedgerClient:
     def _transact(self, account: LocalAccount, call: Any, function: str) -> TxReceipt:
         """Builds, signs and sends one transaction and waits for its receipt."""
         try:
-            tx = call.build_transaction({
-                "from": account.address,
-                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self.chain_id,
-            })
+            tx = call.build_transaction(
+                {
+                    "from": account.address,
+                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                    "chainId": self.chain_id,
+                }
+            )
         except ContractLogicError as exc:
             raise _reverted(function, exc) from exc
         signed = account.sign_transaction(tx)
@@ -168,7 +195,9 @@ class LedgerClient:
         except Web3RPCError as exc:
             # A retried send may find its first attempt already in the pool or mined.
             if not self._known(tx_hash):
-                raise LedgerError("The ledger node refused a transaction.", detail=f"{function}: {exc}") from exc
+                raise LedgerError(
+                    "The ledger node refused a transaction.", detail=f"{function}: {exc}"
+                ) from exc
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
@@ -177,7 +206,8 @@ class LedgerClient:
             raise ReceiptTimeout(
                 "The ledger did not confirm a transaction in time; it may confirm later. "
                 "Resume the round once the node is healthy.",
-                endpoint=self.endpoint, tx_hash=tx_hash.to_0x_hex(),
+                endpoint=self.endpoint,
+                tx_hash=tx_hash.to_0x_hex(),
             ) from exc
         if receipt["status"] != 1:
             reason = self._replay_reason(tx, receipt)
@@ -204,7 +234,9 @@ class LedgerClient:
         return "reverted (no reason given)"
 
     def add_authority(self, admin: LocalAccount, account: str, hospital_id: str) -> TxReceipt:
-        return self._transact(admin, self.contract.functions.addAuthority(account, hospital_id), "addAuthority")
+        return self._transact(
+            admin, self.contract.functions.addAuthority(account, hospital_id), "addAuthority"
+        )
 
     def remove_authority(self, admin: LocalAccount, account: str) -> TxReceipt:
         return self._transact(admin, self.contract.functions.removeAuthority(account), "removeAuthority")
@@ -212,14 +244,19 @@ class LedgerClient:
     def set_coordinator(self, admin: LocalAccount, account: str) -> TxReceipt:
         return self._transact(admin, self.contract.functions.setCoordinator(account), "setCoordinator")
 
-    def open_round(self, operator: LocalAccount, number: int, previous_hash: str, policy_digest: str) -> TxReceipt:
+    def open_round(
+        self, operator: LocalAccount, number: int, previous_hash: str, policy_digest: str
+    ) -> TxReceipt:
         fn = self.contract.functions.openRound(
-            number, to_bytes32(previous_hash, what="global-model hash"),
+            number,
+            to_bytes32(previous_hash, what="global-model hash"),
             to_bytes32(policy_digest, what="policy digest"),
         )
         return self._transact(operator, fn, "openRound")
 
-    def commit(self, hospital: LocalAccount, number: int, model_hash: str, shares: Sequence[bytes]) -> TxReceipt:
+    def commit(
+        self, hospital: LocalAccount, number: int, model_hash: str, shares: Sequence[bytes]
+    ) -> TxReceipt:
         fn = self.contract.functions.commit(number, to_bytes32(model_hash, what="model hash"), list(shares))
         return self._transact(hospital, fn, "commit")
 
@@ -247,7 +284,9 @@ class LedgerClient:
         return self._transact(operator, fn, "finalizeRound")
 
     def abort_round(self, operator: LocalAccount, number: int, reason: str) -> TxReceipt:
-        return self._transact(operator, self.contract.functions.abortRound(number, _clip(reason, 256)), "abortRound")
+        return self._transact(
+            operator, self.contract.functions.abortRound(number, _clip(reason, 256)), "abortRound"
+        )
 
     # -- reads --
 
@@ -287,9 +326,14 @@ class LedgerClient:
             self.contract.functions.rounds(round_id).call()
         )
         return RoundRecord(
-            round_id=round_id, number=int(number), state=RoundState(int(state)),
-            previous_hash=from_bytes32(previous), policy_digest=from_bytes32(policy),
-            registered=int(registered), decided=bool(decided), accepted_count=int(accepted_count),
+            round_id=round_id,
+            number=int(number),
+            state=RoundState(int(state)),
+            previous_hash=from_bytes32(previous),
+            policy_digest=from_bytes32(policy),
+            registered=int(registered),
+            decided=bool(decided),
+            accepted_count=int(accepted_count),
             global_hash=from_bytes32(global_hash),
         )
 
@@ -314,6 +358,18 @@ class LedgerClient:
             bool(f.accepted(round_id, candidate).call()),
         )
 
+    def votes_by(self, round_id: int, validator: str) -> dict[str, bool]:
+        """The validator's votes cast so far in the round: candidate -> accept."""
+        codes = self.contract.functions.votesBy(round_id, validator).call()
+        return {c: code == 1 for c, code in zip(self.candidates(round_id), codes, strict=True) if code}
+
+    def tallies(self, round_id: int) -> list[Tally]:
+        """Every candidate of the round with its model hash, counts and acceptance, in commit order."""
+        return [
+            Tally(to_checksum_address(c), from_bytes32(h), int(a), int(r), bool(ok))
+            for c, h, a, r, ok in self.contract.functions.talliesOf(round_id).call()
+        ]
+
     def candidates(self, round_id: int) -> list[str]:
         return [to_checksum_address(a) for a in self.contract.functions.candidatesOf(round_id).call()]
 
@@ -322,8 +378,9 @@ class LedgerClient:
 
     # -- events --
 
-    def events(self, from_block: int = 0, to_block: int | str = "latest", *, topics: list[Any] | None = None
-               ) -> list[LedgerEvent]:
+    def events(
+        self, from_block: int = 0, to_block: int | str = "latest", *, topics: list[Any] | None = None
+    ) -> list[LedgerEvent]:
         """Every event of the contract in the block range, decoded, in chain order."""
         params: dict[str, Any] = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
         if topics:
@@ -335,11 +392,15 @@ class LedgerClient:
             if name is None:
                 continue
             decoded = self.contract.events[name]().process_log(log)
-            out.append(LedgerEvent(
-                name=name, block_number=int(log["blockNumber"]),
-                tx_hash=HexBytes(log["transactionHash"]).to_0x_hex(), log_index=int(log["logIndex"]),
-                args={k: _plain(v) for k, v in decoded["args"].items()},
-            ))
+            out.append(
+                LedgerEvent(
+                    name=name,
+                    block_number=int(log["blockNumber"]),
+                    tx_hash=HexBytes(log["transactionHash"]).to_0x_hex(),
+                    log_index=int(log["logIndex"]),
+                    args={k: _plain(v) for k, v in decoded["args"].items()},
+                )
+            )
         out.sort(key=lambda e: (e.block_number, e.log_index))
         return out
 
@@ -383,10 +444,11 @@ def _clip(text: str, limit: int) -> str:
 def _reason(exc: ContractLogicError) -> str:
     message = str(exc.message if getattr(exc, "message", None) else exc)
     prefix = "execution reverted: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def _reverted(function: str, exc: ContractLogicError) -> TransactionReverted:
     reason = _reason(exc)
-    return TransactionReverted(f"The ledger contract refused '{function}': {reason}.", reason=reason,
-                               function=function)
+    return TransactionReverted(
+        f"The ledger contract refused '{function}': {reason}.", reason=reason, function=function
+    )

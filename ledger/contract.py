@@ -69,11 +69,15 @@ def load_artifact(path: Path = ARTIFACT_PATH) -> Artifact:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Artifact(
-            abi=data["abi"], bytecode=data["bytecode"], compiler=data["compiler"],
+            abi=data["abi"],
+            bytecode=data["bytecode"],
+            compiler=data["compiler"],
             source_sha256=data["sourceSha256"],
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise LedgerError("The ledger contract's build artifact is missing or damaged.", detail=str(exc)) from exc
+        raise LedgerError(
+            "The ledger contract's build artifact is missing or damaged.", detail=str(exc)
+        ) from exc
 
 
 if __name__ == "__main__":

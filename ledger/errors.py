@@ -48,7 +48,9 @@ class ReceiptTimeout(NodeUnavailable):
 class UnknownAccount(LedgerError):
     """A hospital has no account (keystore) or is not registered on the ledger."""
 
-    def __init__(self, user_message: str, *, hospital_id: str | None = None, detail: str | None = None) -> None:
+    def __init__(
+        self, user_message: str, *, hospital_id: str | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(user_message, detail=detail)
         self.hospital_id = hospital_id
 
@@ -81,10 +83,13 @@ class BlobNotFound(LedgerError):
 class DecisionMismatch(LedgerError):
     """The chain decided a candidate differently from the federation engine."""
 
-    def __init__(self, user_message: str, *, candidate_id: str, chain_accepted: bool, engine_accepted: bool) -> None:
+    def __init__(
+        self, user_message: str, *, candidate_id: str, chain_accepted: bool, engine_accepted: bool
+    ) -> None:
         super().__init__(
-            user_message, detail=f"chain: {'accept' if chain_accepted else 'reject'}, "
-            f"engine: {'accept' if engine_accepted else 'reject'}"
+            user_message,
+            detail=f"chain: {'accept' if chain_accepted else 'reject'}, "
+            f"engine: {'accept' if engine_accepted else 'reject'}",
         )
         self.candidate_id = candidate_id
         self.chain_accepted = chain_accepted

@@ -54,14 +54,23 @@ def get_block(client: LedgerClient, number: int) -> BlockView:
     txs = []
     for tx in block["transactions"]:
         receipt = w3.eth.get_transaction_receipt(tx["hash"])
-        txs.append(TransactionView(
-            tx_hash=HexBytes(tx["hash"]).to_0x_hex(), block_number=number, sender=str(tx["from"]),
-            to=None if tx["to"] is None else str(tx["to"]), function=_function_name(client, tx),
-            gas_used=int(receipt["gasUsed"]), succeeded=receipt["status"] == 1,
-        ))
+        txs.append(
+            TransactionView(
+                tx_hash=HexBytes(tx["hash"]).to_0x_hex(),
+                block_number=number,
+                sender=str(tx["from"]),
+                to=None if tx["to"] is None else str(tx["to"]),
+                function=_function_name(client, tx),
+                gas_used=int(receipt["gasUsed"]),
+                succeeded=receipt["status"] == 1,
+            )
+        )
     return BlockView(
-        number=number, block_hash=HexBytes(block["hash"]).to_0x_hex(), timestamp=int(block["timestamp"]),
-        gas_used=int(block["gasUsed"]), transactions=tuple(txs),
+        number=number,
+        block_hash=HexBytes(block["hash"]).to_0x_hex(),
+        timestamp=int(block["timestamp"]),
+        gas_used=int(block["gasUsed"]),
+        transactions=tuple(txs),
     )
 
 
@@ -81,8 +90,9 @@ def list_events(client: LedgerClient, limit: int = 100, name: str | None = None)
 def verify_model_hash(client: LedgerClient, model_hash: str) -> bool:
     """True when the hash is a finalised global model or a committed candidate on the ledger."""
     digest = model_hash.lower().removeprefix("0x")
-    for event in client.events(0, "latest", topics=[[client.event_topic("RoundFinalized"),
-                                                     client.event_topic("Committed")]]):
+    for event in client.events(
+        0, "latest", topics=[[client.event_topic("RoundFinalized"), client.event_topic("Committed")]]
+    ):
         if event.args.get("globalHash") == digest or event.args.get("modelHash") == digest:
             return True
     return False

@@ -136,11 +136,19 @@ class _Replay:
         if self.open_id is not None:
             self.problem(e, f"round id {a['roundId']} opened while round id {self.open_id} was open")
         if a["registered"] != len(self.authorities):
-            self.problem(e, f"round {a['roundNumber']} counts {a['registered']} authorities, "
-                            f"the registry holds {len(self.authorities)}")
+            self.problem(
+                e,
+                f"round {a['roundNumber']} counts {a['registered']} authorities, "
+                f"the registry holds {len(self.authorities)}",
+            )
         self.rounds[a["roundId"]] = RoundEntry(
-            round_id=a["roundId"], number=a["roundNumber"], state="open", previous_hash=a["previousHash"],
-            policy_digest=a["policyDigest"], registered=a["registered"], opened_block=e.block_number,
+            round_id=a["roundId"],
+            number=a["roundNumber"],
+            state="open",
+            previous_hash=a["previousHash"],
+            policy_digest=a["policyDigest"],
+            registered=a["registered"],
+            opened_block=e.block_number,
         )
         self.open_id = a["roundId"]
 
@@ -160,10 +168,16 @@ class _Replay:
             self.problem(e, f"{hospital} committed without being an authority")
         if any(c.account == hospital for c in entry.commitments):
             self.problem(e, f"{self.name(hospital)} committed twice in round {entry.number}")
-        entry.commitments.append(CommitmentEntry(
-            hospital_id=self.name(hospital), account=hospital, model_hash=a["modelHash"],
-            shares_digest=a["sharesDigest"], shares=list(a["shares"]), block_number=e.block_number,
-        ))
+        entry.commitments.append(
+            CommitmentEntry(
+                hospital_id=self.name(hospital),
+                account=hospital,
+                model_hash=a["modelHash"],
+                shares_digest=a["sharesDigest"],
+                shares=list(a["shares"]),
+                block_number=e.block_number,
+            )
+        )
 
     def on_Voted(self, e: LedgerEvent, a: dict[str, Any]) -> None:  # noqa: N802
         entry = self._round(e, a["roundId"])
@@ -176,15 +190,25 @@ class _Replay:
             self.problem(e, f"{self.name(validator)} voted after round {entry.number} was decided")
         if not any(c.account == candidate for c in entry.commitments):
             self.problem(e, f"vote on {candidate}, which did not commit in round {entry.number}")
-        if any(v.validator_id == self.name(validator) and v.candidate_id == self.name(candidate)
-               for v in entry.votes):
+        if any(
+            v.validator_id == self.name(validator) and v.candidate_id == self.name(candidate)
+            for v in entry.votes
+        ):
             self.problem(e, f"{self.name(validator)} voted twice on {self.name(candidate)}")
-        entry.votes.append(VoteEntry(
-            validator_id=self.name(validator), candidate_id=self.name(candidate), accept=a["accept"],
-            correct=a["correct"], total=a["total"], cosine=a["cosine"] / SCALE, norm=a["norm"] / SCALE,
-            reference_accuracy=a["referenceAccuracy"] / SCALE, reference_norm=a["referenceNorm"] / SCALE,
-            block_number=e.block_number,
-        ))
+        entry.votes.append(
+            VoteEntry(
+                validator_id=self.name(validator),
+                candidate_id=self.name(candidate),
+                accept=a["accept"],
+                correct=a["correct"],
+                total=a["total"],
+                cosine=a["cosine"] / SCALE,
+                norm=a["norm"] / SCALE,
+                reference_accuracy=a["referenceAccuracy"] / SCALE,
+                reference_norm=a["referenceNorm"] / SCALE,
+                block_number=e.block_number,
+            )
+        )
 
     def on_Decided(self, e: LedgerEvent, a: dict[str, Any]) -> None:  # noqa: N802
         entry = self._round(e, a["roundId"])
@@ -196,22 +220,38 @@ class _Replay:
         accepts = sum(v.accept for v in votes)
         rejects = len(votes) - accepts
         if (a["accepts"], a["rejects"]) != (accepts, rejects):
-            self.problem(e, f"{candidate} in round {entry.number}: decision counts {a['accepts']}/"
-                            f"{a['rejects']} but the recorded votes are {accepts}/{rejects}")
+            self.problem(
+                e,
+                f"{candidate} in round {entry.number}: decision counts {a['accepts']}/"
+                f"{a['rejects']} but the recorded votes are {accepts}/{rejects}",
+            )
         if a["registered"] != entry.registered:
-            self.problem(e, f"{candidate} in round {entry.number}: decided on {a['registered']} authorities, "
-                            f"the round opened with {entry.registered}")
+            self.problem(
+                e,
+                f"{candidate} in round {entry.number}: decided on {a['registered']} authorities, "
+                f"the round opened with {entry.registered}",
+            )
         if a["accepted"] != majority_accepts(accepts, entry.registered):
-            self.problem(e, f"{candidate} in round {entry.number}: "
-                            f"{'accepted' if a['accepted'] else 'rejected'} against the majority rule "
-                            f"({accepts} of {entry.registered} accept)")
+            self.problem(
+                e,
+                f"{candidate} in round {entry.number}: "
+                f"{'accepted' if a['accepted'] else 'rejected'} against the majority rule "
+                f"({accepts} of {entry.registered} accept)",
+            )
         commitment = next((c for c in entry.commitments if c.account == a["candidate"]), None)
         if commitment is None or commitment.model_hash != a["modelHash"]:
             self.problem(e, f"{candidate} in round {entry.number}: decided model is not the committed one")
-        entry.decisions.append(DecisionEntry(
-            candidate_id=candidate, model_hash=a["modelHash"], accepts=a["accepts"], rejects=a["rejects"],
-            registered=a["registered"], accepted=a["accepted"], block_number=e.block_number,
-        ))
+        entry.decisions.append(
+            DecisionEntry(
+                candidate_id=candidate,
+                model_hash=a["modelHash"],
+                accepts=a["accepts"],
+                rejects=a["rejects"],
+                registered=a["registered"],
+                accepted=a["accepted"],
+                block_number=e.block_number,
+            )
+        )
 
     def on_FailureRecorded(self, e: LedgerEvent, a: dict[str, Any]) -> None:  # noqa: N802
         entry = self._round(e, a["roundId"])
@@ -227,8 +267,11 @@ class _Replay:
         if len(entry.decisions) != len(entry.commitments):
             self.problem(e, f"round {entry.number} finalised with undecided candidates")
         if sorted(contributors) != sorted(accepted):
-            self.problem(e, f"round {entry.number}: contributors {sorted(contributors)} are not the "
-                            f"accepted models {sorted(accepted)}")
+            self.problem(
+                e,
+                f"round {entry.number}: contributors {sorted(contributors)} are not the "
+                f"accepted models {sorted(accepted)}",
+            )
         entry.state, entry.global_hash, entry.contributors = "finalized", a["globalHash"], contributors
         entry.closed_block = e.block_number
         self.open_id = None
@@ -249,9 +292,14 @@ def replay(client: LedgerClient) -> LedgerHistory:
     for event in events:
         state.apply(event)
     history = LedgerHistory(
-        contract=client.address, chain_id=client.chain_id, endpoint=client.endpoint, head_block=head,
-        authorities=dict(state.authorities), rounds=[state.rounds[k] for k in sorted(state.rounds)],
-        events=len(events), problems=list(state.problems),
+        contract=client.address,
+        chain_id=client.chain_id,
+        endpoint=client.endpoint,
+        head_block=head,
+        authorities=dict(state.authorities),
+        rounds=[state.rounds[k] for k in sorted(state.rounds)],
+        events=len(events),
+        problems=list(state.problems),
     )
     # The contract's storage must tell the same story as its events.
     for entry in history.rounds:
@@ -259,7 +307,7 @@ def replay(client: LedgerClient) -> LedgerHistory:
         stored_hash = stored.global_hash if stored.state == RoundState.FINALIZED else None
         if (stored.state.name.lower(), stored_hash) != (entry.state, entry.global_hash):
             history.problems.append(
-                f"round {entry.number} (id {entry.round_id}): contract storage says {stored.state.name.lower()} "
-                f"{stored_hash}, events say {entry.state} {entry.global_hash}"
+                f"round {entry.number} (id {entry.round_id}): contract storage says "
+                f"{stored.state.name.lower()} {stored_hash}, events say {entry.state} {entry.global_hash}"
             )
     return history

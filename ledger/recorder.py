@@ -55,21 +55,48 @@ class Web3Recorder(Recorder):
         return cls(open_ledger(settings))
 
     @classmethod
-    def embedded(cls, home: Path, *, keystore_password: str | None = None) -> Web3Recorder:
+    def embedded(
+        cls,
+        home: Path,
+        *,
+        keystore_password: str | None = None,
+        keystore_dir: Path | None = None,
+        blob_dir: Path | None = None,
+    ) -> Web3Recorder:
         """The default: an in-process chain persisted under `home/ledger/chain`."""
-        return cls(open_ledger(LedgerSettings(home=home, keystore_password=keystore_password)))
+        return cls.open(
+            LedgerSettings(
+                home=home, keystore_password=keystore_password, keystore_path=keystore_dir, blob_path=blob_dir
+            )
+        )
 
     @classmethod
     def rpc(
-        cls, url: str, home: Path, *, keystore_password: str | None = None, contract_address: str | None = None,
-        funder: str | None = None, receipt_timeout: float = 120.0, retry: RetryPolicy | None = None,
+        cls,
+        home: Path,
+        url: str,
+        *,
+        keystore_password: str | None = None,
+        keystore_dir: Path | None = None,
+        blob_dir: Path | None = None,
+        contract_address: str | None = None,
+        funder: str | None = None,
+        receipt_timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
     ) -> Web3Recorder:
         """A real JSON-RPC node (Besu/QBFT, anvil); keystores and blobs stay under `home`."""
         settings = LedgerSettings(
-            home=home, rpc_url=url, keystore_password=keystore_password, contract_address=contract_address,
-            funder=funder, receipt_timeout=receipt_timeout, retry=retry or RetryPolicy(),
+            home=home,
+            rpc_url=url,
+            keystore_password=keystore_password,
+            keystore_path=keystore_dir,
+            blob_path=blob_dir,
+            contract_address=contract_address,
+            funder=funder,
+            receipt_timeout=receipt_timeout,
+            retry=retry or RetryPolicy(),
         )
-        return cls(open_ledger(settings))
+        return cls.open(settings)
 
     # -- accounts --
 
@@ -101,26 +128,44 @@ class Web3Recorder(Recorder):
     # -- Recorder --
 
     def register_hospitals(self, hospitals: Sequence[HospitalInfo]) -> None:
-        """Creates each hospital's keystore account if needed, funds it, and registers it."""
+        """Makes the on-chain registry exactly these hospitals, each with its own keystore account.
+
+        The registry is the federation's membership, and every registered authority counts
+        towards the majority; hospitals of an earlier run that are not listed are removed.
+        """
         admin = self._operator()
+        wanted: dict[str, LocalAccount] = {}
         for hospital in hospitals:
             account = self.session.keystore.unlock_or_create(hospital.hospital_id)
-            self._accounts[hospital.hospital_id] = account
             if hospital.account is not None and hospital.account.lower() != account.address.lower():
                 raise UnknownAccount(
                     f"Hospital '{hospital.hospital_id}' names an account its keystore does not hold.",
-                    hospital_id=hospital.hospital_id, detail=f"{hospital.account} vs {account.address}",
+                    hospital_id=hospital.hospital_id,
+                    detail=f"{hospital.account} vs {account.address}",
                 )
-            self.session.ensure_funded(account.address)
             registered = self.client.account_of_hospital(hospital.hospital_id)
-            if registered is None:
-                self.client.add_authority(admin, account.address, hospital.hospital_id)
-            elif registered != account.address:
+            if registered is not None and registered != account.address:
                 raise UnknownAccount(
                     f"Hospital '{hospital.hospital_id}' is registered on the ledger with another account.",
-                    hospital_id=hospital.hospital_id, detail=f"ledger {registered}, keystore {account.address}",
+                    hospital_id=hospital.hospital_id,
+                    detail=f"ledger {registered}, keystore {account.address}",
                 )
-            self._addresses[hospital.hospital_id] = account.address
+            wanted[hospital.hospital_id] = account
+        current = set(self.client.authorities())
+        stale = current - {a.address for a in wanted.values()}
+        missing = [(h, a) for h, a in wanted.items() if a.address not in current]
+        if (stale or missing) and self.client.open_round_id():
+            # The registry is frozen while a round is open; one left open by an interrupted run goes.
+            stale_round = self.client.round(self.client.open_round_id())
+            self.client.abort_round(admin, stale_round.number, "the federation's membership changed")
+        for address in sorted(stale):
+            self.client.remove_authority(admin, address)
+        for account in wanted.values():
+            self.session.ensure_funded(account.address)
+        for hospital_id, account in missing:
+            self.client.add_authority(admin, account.address, hospital_id)
+        self._accounts.update(wanted)
+        self._addresses = {h: a.address for h, a in wanted.items()}
 
     def remove_hospital(self, hospital_id: str) -> None:
         """Deregisters a hospital (admin only): it no longer counts towards the majority."""
@@ -137,12 +182,16 @@ class Web3Recorder(Recorder):
         if open_id:
             current = self.client.round(open_id)
             if (current.number, current.previous_hash, current.policy_digest) == (
-                round_number, global_hash, policy.digest()
+                round_number,
+                global_hash,
+                policy.digest(),
             ):
                 logger.info("resuming round %s already open on the ledger", round_number)
                 return
             # A round left open by an interrupted run is superseded, and stays on record as aborted.
-            self.client.abort_round(operator, current.number, f"superseded by a new opening of round {round_number}")
+            self.client.abort_round(
+                operator, current.number, f"superseded by a new opening of round {round_number}"
+            )
         self.client.open_round(operator, round_number, global_hash, policy.digest())
 
     def _open_round_id(self, round_number: int) -> int:
@@ -161,7 +210,8 @@ class Web3Recorder(Recorder):
             if existing[0] != to_bytes32(commitment.model_hash).hex():
                 raise LedgerError(
                     f"Hospital '{commitment.hospital_id}' already committed another model in round "
-                    f"{commitment.round_number}.", detail=f"ledger {existing[0]}",
+                    f"{commitment.round_number}.",
+                    detail=f"ledger {existing[0]}",
                 )
             return
         self.client.commit(account, commitment.round_number, commitment.model_hash, shares)
@@ -175,9 +225,10 @@ class Web3Recorder(Recorder):
             round_id = self._open_round_id(round_number)
             account = self.account_for(validator_id)
             ballots: list[Ballot] = []
+            already = self.client.votes_by(round_id, account.address)
             for vote in own:
                 candidate = self.address_of(vote.candidate_id)
-                cast = self.client.vote_of(round_id, candidate, account.address)
+                cast = already.get(candidate)
                 if cast is not None:
                     if cast != vote.accept:
                         raise LedgerError(
@@ -186,11 +237,18 @@ class Web3Recorder(Recorder):
                         )
                     continue
                 s = vote.scores
-                ballots.append(Ballot(
-                    candidate=candidate, accept=vote.accept, correct=int(s.correct), total=int(s.total),
-                    cosine=scaled(s.cosine), norm=scaled(s.norm),
-                    reference_accuracy=scaled(s.reference_accuracy), reference_norm=scaled(s.reference_norm),
-                ))
+                ballots.append(
+                    Ballot(
+                        candidate=candidate,
+                        accept=vote.accept,
+                        correct=int(s.correct),
+                        total=int(s.total),
+                        cosine=scaled(s.cosine),
+                        norm=scaled(s.norm),
+                        reference_accuracy=scaled(s.reference_accuracy),
+                        reference_norm=scaled(s.reference_norm),
+                    )
+                )
             if ballots:
                 self.client.vote(account, round_number, ballots)
 
@@ -202,17 +260,20 @@ class Web3Recorder(Recorder):
         round_id = self._open_round_id(round_number)
         if not self.client.round(round_id).decided:
             self.client.decide(self._operator(), round_number)
+        tallies = {t.candidate: t for t in self.client.tallies(round_id)}
         for decision in decisions:
-            candidate = self.address_of(decision.candidate_id)
-            commitment = self.client.commitment(round_id, candidate)
-            if commitment is None:
+            tally = tallies.get(self.address_of(decision.candidate_id))
+            if tally is None:
                 raise LedgerError(f"'{decision.candidate_id}' has no commitment in round {round_number}.")
-            accepts, _rejects, accepted = self.client.tally(round_id, candidate)
-            if accepted != decision.accepted or commitment[0] != to_bytes32(decision.model_hash).hex():
+            if (
+                tally.accepted != decision.accepted
+                or tally.model_hash != to_bytes32(decision.model_hash).hex()
+            ):
                 raise DecisionMismatch(
                     f"The ledger decided '{decision.candidate_id}' in round {round_number} differently "
-                    f"from this hospital ({accepts} accepts on chain, {decision.accepts} here).",
-                    candidate_id=decision.candidate_id, chain_accepted=accepted,
+                    f"from this hospital ({tally.accepts} accepts on chain, {decision.accepts} here).",
+                    candidate_id=decision.candidate_id,
+                    chain_accepted=tally.accepted,
                     engine_accepted=decision.accepted,
                 )
 
@@ -224,7 +285,10 @@ class Web3Recorder(Recorder):
             return
         topic = self.client.event_topic("FailureRecorded")
         for event in self.client.events(topics=[topic, "0x" + open_id.to_bytes(32, "big").hex()]):
-            if (event.args["hospitalId"], event.args["stage"]) == (failure.hospital_id[:64], failure.stage[:32]):
+            if (event.args["hospitalId"], event.args["stage"]) == (
+                failure.hospital_id[:64],
+                failure.stage[:32],
+            ):
                 return
         self.client.record_failure(
             self._operator(), failure.round_number, failure.hospital_id, failure.stage, failure.message
@@ -243,7 +307,7 @@ class Web3Recorder(Recorder):
         if not self.client.round(round_id).decided:
             self.client.decide(operator, outcome.round_number)
         contributors = [self.address_of(h) for h in outcome.contributors]
-        accepted = {c for c in self.client.candidates(round_id) if self.client.tally(round_id, c)[2]}
+        accepted = {t.candidate for t in self.client.tallies(round_id) if t.accepted}
         if set(contributors) != accepted or len(contributors) != len(accepted):
             names = sorted(self.client.hospital_id_of(a) for a in accepted)
             raise LedgerError(

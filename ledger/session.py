@@ -4,9 +4,11 @@
 directory); everything above the provider is the same for both. Layout under `home`:
 
     ledger/chain/chain.sqlite          the embedded chain (absent with --rpc)
-    ledger/keystore/<name>.json        encrypted keyfiles: 'admin' and one per hospital
     ledger/deployments/<chain id>.json the federation contract's address on that chain
+    keystore/<name>.json               encrypted keyfiles: 'admin' and one per hospital
     blobs/<sha256>                     content-addressed model blobs
+
+(the last two can be moved with `keystore_path` / `blob_path`, as the app's settings allow).
 """
 
 from __future__ import annotations
@@ -48,14 +50,20 @@ class LedgerSettings:
     receipt_timeout: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     scrypt_n: int = DEFAULT_SCRYPT_N
+    keystore_path: Path | None = None  # None: home/keystore
+    blob_path: Path | None = None  # None: home/blobs
 
     @property
     def ledger_dir(self) -> Path:
         return self.home / "ledger"
 
     @property
+    def keystore_dir(self) -> Path:
+        return self.keystore_path or self.home / "keystore"
+
+    @property
     def blob_dir(self) -> Path:
-        return self.home / "blobs"
+        return self.blob_path or self.home / "blobs"
 
     @property
     def endpoint(self) -> str:
@@ -92,9 +100,7 @@ class LedgerSession:
             password = self.settings.keystore_password or keystore_password(
                 allow_demo=self.settings.rpc_url is None
             )
-            self._keystore = Keystore(
-                self.settings.ledger_dir / "keystore", password, scrypt_n=self.settings.scrypt_n
-            )
+            self._keystore = Keystore(self.settings.keystore_dir, password, scrypt_n=self.settings.scrypt_n)
         return self._keystore
 
     def admin(self) -> LocalAccount:
@@ -102,7 +108,8 @@ class LedgerSession:
         if not self.keystore.exists(ADMIN):
             raise UnknownAccount(
                 "This data directory holds no ledger admin keystore; only the consortium admin may do this.",
-                hospital_id=None, detail=str(self.keystore.path_of(ADMIN)),
+                hospital_id=None,
+                detail=str(self.keystore.path_of(ADMIN)),
             )
         return self.keystore.unlock(ADMIN)
 
@@ -121,19 +128,27 @@ class LedgerSession:
             if not client.has_code():
                 raise ContractMissing(
                     "The ledger node holds no federation contract at the recorded address: it is a "
-                    "different or reset chain.", detail=f"{address} on {self.endpoint}",
+                    "different or reset chain.",
+                    detail=f"{address} on {self.endpoint}",
                 )
             return client
         if self.read_only:
-            raise LedgerError("No federation ledger has been set up in this data directory yet.",
-                              detail=str(path))
+            raise LedgerError(
+                "No federation ledger has been set up in this data directory yet.", detail=str(path)
+            )
         admin = self.keystore.unlock_or_create(ADMIN)
         self.ensure_funded(admin.address)
         client, receipt = LedgerClient.deploy(self.w3, admin, **kwargs)
-        _write_json(path, {
-            "address": client.address, "chain_id": client.chain_id, "block": receipt["blockNumber"],
-            "admin": admin.address, "endpoint": self.endpoint,
-        })
+        _write_json(
+            path,
+            {
+                "address": client.address,
+                "chain_id": client.chain_id,
+                "block": receipt["blockNumber"],
+                "admin": admin.address,
+                "endpoint": self.endpoint,
+            },
+        )
         logger.info("deployed the federation contract at %s on %s", client.address, self.endpoint)
         return client
 
@@ -144,9 +159,13 @@ class LedgerSession:
         if self.settings.funder is not None:
             funder = self.keystore.unlock(self.settings.funder)
             tx = {
-                "to": address, "value": FUNDING, "gas": 21000, "chainId": int(self.w3.eth.chain_id),
+                "to": address,
+                "value": FUNDING,
+                "gas": 21000,
+                "chainId": int(self.w3.eth.chain_id),
                 "nonce": self.w3.eth.get_transaction_count(funder.address, "pending"),
-                "maxFeePerGas": 2 * int(self.w3.eth.gas_price), "maxPriorityFeePerGas": 0,
+                "maxFeePerGas": 2 * int(self.w3.eth.gas_price),
+                "maxPriorityFeePerGas": 0,
             }
             tx_hash = self.w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction)
         else:
@@ -157,7 +176,9 @@ class LedgerSession:
                     detail=address,
                 )
             tx_hash = self.w3.eth.send_transaction({"from": dev_accounts[0], "to": address, "value": FUNDING})
-        self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.settings.receipt_timeout, poll_latency=0.05)
+        self.w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=self.settings.receipt_timeout, poll_latency=0.05
+        )
 
     def close(self) -> None:
         if self.chain is not None:

@@ -33,6 +33,7 @@ from core.models.training import TrainingConfig, initial_weights, train_model
 from core.models.weights import Weights, subtract
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services import wiring
+from core.services.recovery import mark_interrupted_runs, process_marker
 from core.settings import Settings
 from core.state.models import FederationStatus
 from core.state.recorder import SqliteRecorder
@@ -171,10 +172,11 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             config.verifier, config.aggregator, spec, num_malicious=config.malicious, root_update=root
         )
     database = wiring.open_state(settings)
+    mark_interrupted_runs(database)
     sqlite = SqliteRecorder(
         database,
         federation_name=f"{config.dataset}: {config.hospitals} hospitals, {config.malicious} x {config.attack}",
-        config=config.as_dict(),
+        config=config.as_dict() | {"process": process_marker()},
         blob_dir=None if config.ledger else settings.blob_dir,
     )
     recorders: list[Recorder] = [sqlite]

@@ -54,6 +54,14 @@ struct Ballot:
     referenceNorm: uint256
 
 
+struct Tally:
+    candidate: address
+    modelHash: bytes32
+    accepts: uint256
+    rejects: uint256
+    accepted: bool
+
+
 event AuthorityAdded:
     account: indexed(address)
     hospitalId: String[64]
@@ -396,3 +404,29 @@ def candidatesOf(round_id: uint256) -> DynArray[address, MAX_AUTHORITIES]:
 @view
 def contributorsOf(round_id: uint256) -> DynArray[address, MAX_AUTHORITIES]:
     return self.contributors[round_id]
+
+
+@external
+@view
+def votesBy(round_id: uint256, validator: address) -> DynArray[uint256, MAX_AUTHORITIES]:
+    """@notice The validator's vote (0 none, 1 accept, 2 reject) on each candidate, in commit order."""
+    out: DynArray[uint256, MAX_AUTHORITIES] = []
+    for candidate: address in self.candidates[round_id]:
+        out.append(self.voteOf[round_id][candidate][validator])
+    return out
+
+
+@external
+@view
+def talliesOf(round_id: uint256) -> DynArray[Tally, MAX_AUTHORITIES]:
+    """@notice Each candidate's model hash, vote counts and (once decided) acceptance, in commit order."""
+    out: DynArray[Tally, MAX_AUTHORITIES] = []
+    for candidate: address in self.candidates[round_id]:
+        out.append(Tally(
+            candidate=candidate,
+            modelHash=self.commitments[round_id][candidate].modelHash,
+            accepts=self.accepts[round_id][candidate],
+            rejects=self.rejects[round_id][candidate],
+            accepted=self.accepted[round_id][candidate],
+        ))
+    return out

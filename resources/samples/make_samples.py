@@ -12,12 +12,13 @@ import io
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parents[1]) not in sys.path:
@@ -42,16 +43,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _uci_name(name: str) -> str:
+    """scikit-learn's "mean radius" / "radius error" / "worst radius" -> the UCI file's
+    "radius_mean" / "radius_se" / "radius_worst"."""
+    for prefix, suffix in (("mean ", "_mean"), ("worst ", "_worst")):
+        if name.startswith(prefix):
+            return name[len(prefix) :].replace(" ", "_") + suffix
+    if name.endswith(" error"):
+        return name[: -len(" error")].replace(" ", "_") + "_se"
+    return name.replace(" ", "_")
+
+
 def write_breast_cancer_csv(path: Path) -> None:
     """The layout of the widely used Kaggle/UCI `data.csv`: id, diagnosis (M/B), 30 features."""
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    # "mean radius" -> "radius_mean", as in the original UCI/Kaggle file.
-    names = []
-    for name in bunch.feature_names:
-        stat, _, feature = str(name).partition(" ")
-        names.append(f"{feature.replace(' ', '_')}_{ {'mean': 'mean', 'worst': 'worst'}.get(stat, 'se')}")
+    names = [_uci_name(str(name)) for name in bunch.feature_names]
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["id", "diagnosis", *names])
@@ -66,13 +74,24 @@ def write_lesions_npz(path: Path, num_samples: int = 300) -> None:
     pixels = np.round(ds.x[..., 0] * 255).astype(np.uint8)
     labels = ds.y.reshape(-1, 1).astype(np.uint8)
     n_train, n_val = int(num_samples * 0.7), int(num_samples * 0.1)
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, num_samples)}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, num_samples),
+    }
     arrays: dict[str, np.ndarray] = {"class_names": np.array(CLASS_NAMES)}
     for split, (lo, hi) in bounds.items():
         arrays[f"{split}_images"] = pixels[lo:hi]
         arrays[f"{split}_labels"] = labels[lo:hi]
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    # np.savez stamps members with the current time; fixed stamps keep the file reproducible.
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue())
     _write_atomic(path, buffer.getvalue())
 
 
@@ -92,7 +111,7 @@ def write_lesion_dicoms(folder: Path, per_class: int = 10) -> None:
     for c, name in enumerate(CLASS_NAMES):
         for k, i in enumerate(np.flatnonzero(ds.y == c)[:per_class]):
             serial += 1
-            uid = f"{_UID_ROOT}.{serial}"
+            uid = UID(f"{_UID_ROOT}.{serial}")
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
             meta.MediaStorageSOPInstanceUID = uid
@@ -108,8 +127,10 @@ def write_lesion_dicoms(folder: Path, per_class: int = 10) -> None:
             dcm.Modality = "OT"
             dcm.ImageComments = f"Synthetic {name} lesion (not patient data)"
             pixels = np.round(ds.x[i, :, :, 0] * 4095).astype(np.uint16)
-            dcm.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=12)
-            dcm.compress(RLELossless)
+            dcm.set_pixel_data(
+                pixels, photometric_interpretation="MONOCHROME2", bits_stored=12, generate_instance_uid=False
+            )
+            dcm.compress(RLELossless, generate_instance_uid=False)
             buffer = io.BytesIO()
             dcm.save_as(buffer, enforce_file_format=True)
             _write_atomic(folder / name / f"{name}_{k:03d}.dcm", buffer.getvalue())

@@ -33,7 +33,15 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSettings:
     """Ledger settings of a fresh data directory, on each backend."""
     home = tmp_path / "home"
     if request.param == "embedded":
-        return LedgerSettings(home=home, keystore_password="test-password", scrypt_n=FAST_SCRYPT, retry=FAST_RETRY)
+        return LedgerSettings(
+            home=home, keystore_password="test-password", scrypt_n=FAST_SCRYPT, retry=FAST_RETRY
+        )
     node: AnvilNode = request.getfixturevalue("anvil")
-    return LedgerSettings(home=home, rpc_url=node.url, keystore_password="test-password", scrypt_n=FAST_SCRYPT,
-                          retry=FAST_RETRY, receipt_timeout=20.0)
+    return LedgerSettings(
+        home=home,
+        rpc_url=node.url,
+        keystore_password="test-password",
+        scrypt_n=FAST_SCRYPT,
+        retry=FAST_RETRY,
+        receipt_timeout=20.0,
+    )

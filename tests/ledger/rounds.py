@@ -43,24 +43,47 @@ class PlannedRound:
 
 
 def plan_round(
-    number: int, start: Weights, members: Sequence[HospitalInfo], accept: Callable[[str, str], bool],
-    *, registered: int | None = None, seed: int = 1,
+    number: int,
+    start: Weights,
+    members: Sequence[HospitalInfo],
+    accept: Callable[[str, str], bool],
+    *,
+    registered: int | None = None,
+    seed: int = 1,
 ) -> PlannedRound:
     """Commitments, votes (validator v accepts candidate c iff accept(v, c)), decisions and outcome."""
     rng = np.random.default_rng(seed + number)
     registered = len(members) if registered is None else registered
-    updates = {h.hospital_id: [rng.normal(scale=0.1, size=w.shape).astype(np.float32) for w in start]
-               for h in members}
+    updates = {
+        h.hospital_id: [rng.normal(scale=0.1, size=w.shape).astype(np.float32) for w in start]
+        for h in members
+    }
     commitments = [
-        Commitment(h.hospital_id, number, weights_hash(add(start, updates[h.hospital_id])),
-                   tuple(f"{rng.integers(2**63):016x}" * 4 for _ in range(3)))
+        Commitment(
+            h.hospital_id,
+            number,
+            weights_hash(add(start, updates[h.hospital_id])),
+            tuple(f"{rng.integers(2**63):016x}" * 4 for _ in range(3)),
+        )
         for h in members
     ]
     votes = [
-        Vote(number, v.hospital_id, c.hospital_id, accept(v.hospital_id, c.hospital_id),
-             Scores(correct=int(rng.integers(50, 100)), total=100, cosine=float(rng.uniform(-1, 1)),
-                    norm=float(rng.uniform(0, 3)), reference_accuracy=0.8, reference_norm=1.0))
-        for v in members for c in members
+        Vote(
+            number,
+            v.hospital_id,
+            c.hospital_id,
+            accept(v.hospital_id, c.hospital_id),
+            Scores(
+                correct=int(rng.integers(50, 100)),
+                total=100,
+                cosine=float(rng.uniform(-1, 1)),
+                norm=float(rng.uniform(0, 3)),
+                reference_accuracy=0.8,
+                reference_norm=1.0,
+            ),
+        )
+        for v in members
+        for c in members
     ]
     decisions = []
     for c in commitments:
@@ -72,8 +95,14 @@ def plan_round(
     if accepted:
         new = add(start, scale(sum_updates([updates[a] for a in accepted]), 1.0 / len(accepted)))
     outcome = RoundOutcome(
-        round_number=number, previous_hash=weights_hash(start), global_hash=weights_hash(new), global_weights=new,
-        contributors=accepted, decisions=decisions, votes=votes, commitments=commitments,
+        round_number=number,
+        previous_hash=weights_hash(start),
+        global_hash=weights_hash(new),
+        global_weights=new,
+        contributors=accepted,
+        decisions=decisions,
+        votes=votes,
+        commitments=commitments,
     )
     return PlannedRound(number, start, weights_hash(start), commitments, votes, decisions, outcome)
 

@@ -52,8 +52,9 @@ def test_audit_catches_a_changed_blob_byte(two_rounds: tuple[Web3Recorder, list[
     assert len(report.discrepancies) == 1
 
 
-def test_audit_fetches_a_missing_blob_from_a_peer(two_rounds: tuple[Web3Recorder, list[PlannedRound]],
-                                                  tmp_path) -> None:
+def test_audit_fetches_a_missing_blob_from_a_peer(
+    two_rounds: tuple[Web3Recorder, list[PlannedRound]], tmp_path
+) -> None:
     recorder, (_, second) = two_rounds
     empty = BlobStore(tmp_path / "fresh-hospital")
     report, _ = audit_chain(recorder.client, empty)
@@ -64,8 +65,9 @@ def test_audit_fetches_a_missing_blob_from_a_peer(two_rounds: tuple[Web3Recorder
     assert empty.verify(second.outcome.global_hash)
 
 
-def test_explorer_lists_blocks_events_and_verifies_hashes(two_rounds: tuple[Web3Recorder, list[PlannedRound]]
-                                                          ) -> None:
+def test_explorer_lists_blocks_events_and_verifies_hashes(
+    two_rounds: tuple[Web3Recorder, list[PlannedRound]],
+) -> None:
     recorder, (first, second) = two_rounds
     blocks = list_blocks(recorder.client, limit=5)
     assert [b.number for b in blocks] == list(range(blocks[0].number, blocks[0].number - 5, -1))
@@ -87,15 +89,51 @@ def test_replay_flags_a_decision_against_the_majority_rule() -> None:
     replay = _Replay()
     for i in range(4):
         replay.apply(_event("AuthorityAdded", 1, account=f"0x{i}", hospitalId=f"h{i}"))
-    replay.apply(_event("RoundOpened", 2, roundNumber=1, roundId=1, previousHash="00", policyDigest="11",
-                        registered=4))
-    replay.apply(_event("Committed", 3, roundNumber=1, roundId=1, hospital="0x0", modelHash="aa",
-                        sharesDigest="bb", shares=[]))
+    replay.apply(
+        _event("RoundOpened", 2, roundNumber=1, roundId=1, previousHash="00", policyDigest="11", registered=4)
+    )
+    replay.apply(
+        _event(
+            "Committed",
+            3,
+            roundNumber=1,
+            roundId=1,
+            hospital="0x0",
+            modelHash="aa",
+            sharesDigest="bb",
+            shares=[],
+        )
+    )
     for i, accept in enumerate([True, True, False, False]):
-        replay.apply(_event("Voted", 4, roundId=1, candidate="0x0", validator=f"0x{i}", accept=accept, correct=1,
-                            total=2, cosine=0, norm=0, referenceAccuracy=0, referenceNorm=0))
-    replay.apply(_event("Decided", 5, roundId=1, candidate="0x0", modelHash="aa", accepts=2, rejects=2,
-                        registered=4, accepted=True))
+        replay.apply(
+            _event(
+                "Voted",
+                4,
+                roundId=1,
+                candidate="0x0",
+                validator=f"0x{i}",
+                accept=accept,
+                correct=1,
+                total=2,
+                cosine=0,
+                norm=0,
+                referenceAccuracy=0,
+                referenceNorm=0,
+            )
+        )
+    replay.apply(
+        _event(
+            "Decided",
+            5,
+            roundId=1,
+            candidate="0x0",
+            modelHash="aa",
+            accepts=2,
+            rejects=2,
+            registered=4,
+            accepted=True,
+        )
+    )
     replay.apply(_event("RoundFinalized", 6, roundNumber=1, roundId=1, globalHash="cc", contributors=[]))
     assert replay.problems[0] == (
         "block 5, Decided: h0 in round 1: accepted against the majority rule (2 of 4 accept)"

@@ -87,7 +87,12 @@ def test_only_operator_opens_rounds_and_coordinator_may(chain4: Chain) -> None:
     chain4.client.set_coordinator(chain4.admin, coordinator.address)
     chain4.client.open_round(coordinator, 1, H0, POLICY)
     record = chain4.client.round(chain4.client.open_round_id())
-    assert (record.number, record.state, record.registered, record.previous_hash) == (1, RoundState.OPEN, 4, H0)
+    assert (record.number, record.state, record.registered, record.previous_hash) == (
+        1,
+        RoundState.OPEN,
+        4,
+        H0,
+    )
     with pytest.raises(TransactionReverted) as exc:
         chain4.client.open_round(chain4.admin, 2, H0, POLICY)
     assert reason(exc) == "another round is open"
@@ -135,8 +140,12 @@ def test_double_vote_and_vote_on_uncommitted_are_refused(chain4: Chain) -> None:
     with pytest.raises(TransactionReverted) as exc:
         chain4.vote(chain4.hospitals[1], {0: False})
     assert reason(exc) == "already voted"
-    assert chain4.client.vote_of(chain4.client.open_round_id(), chain4.hospitals[0].address,
-                                 chain4.hospitals[1].address) is True
+    assert (
+        chain4.client.vote_of(
+            chain4.client.open_round_id(), chain4.hospitals[0].address, chain4.hospitals[1].address
+        )
+        is True
+    )
 
 
 @pytest.mark.parametrize(("accepts", "accepted"), [(2, False), (3, True), (4, True), (0, False)])
@@ -228,10 +237,16 @@ def test_aborted_round_stays_on_record_and_number_reopens(chain4: Chain) -> None
 def test_every_step_emits_its_event(chain4: Chain) -> None:
     _decided_round(chain4)
     chain4.client.record_failure(chain4.admin, 1, "hospital-3", "validation", "timed out")
-    chain4.client.finalize_round(chain4.admin, 1, H1, [chain4.hospitals[0].address, chain4.hospitals[1].address])
+    chain4.client.finalize_round(
+        chain4.admin, 1, H1, [chain4.hospitals[0].address, chain4.hospitals[1].address]
+    )
     names = chain4.events()
     assert names == (
-        ["AuthorityAdded"] * 4 + ["RoundOpened"] + ["Committed"] * 4 + ["Voted"] * 16 + ["Decided"] * 4
+        ["AuthorityAdded"] * 4
+        + ["RoundOpened"]
+        + ["Committed"] * 4
+        + ["Voted"] * 16
+        + ["Decided"] * 4
         + ["FailureRecorded", "RoundFinalized"]
     )
     events = chain4.client.events()
@@ -241,7 +256,10 @@ def test_every_step_emits_its_event(chain4: Chain) -> None:
     assert (voted.args["cosine"], voted.args["correct"], voted.args["total"]) == (-250_000, 90, 100)
     decided = [e.args for e in events if e.name == "Decided"]
     assert [(d["accepts"], d["rejects"], d["registered"], d["accepted"]) for d in decided] == [
-        (4, 0, 4, True), (4, 0, 4, True), (0, 4, 4, False), (0, 4, 4, False)
+        (4, 0, 4, True),
+        (4, 0, 4, True),
+        (0, 4, 4, False),
+        (0, 4, 4, False),
     ]
     finalized = events[-1].args
     assert finalized["globalHash"] == H1 and len(finalized["contributors"]) == 2

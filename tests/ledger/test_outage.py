@@ -18,8 +18,14 @@ MEMBERS = hospitals(4)
 
 
 def test_round_resumes_after_the_node_restarts(anvil: AnvilNode, tmp_path) -> None:
-    settings = LedgerSettings(home=tmp_path / "home", rpc_url=anvil.url, keystore_password="pw",
-                              scrypt_n=FAST_SCRYPT, retry=FAST_RETRY, receipt_timeout=10.0)
+    settings = LedgerSettings(
+        home=tmp_path / "home",
+        rpc_url=anvil.url,
+        keystore_password="pw",
+        scrypt_n=FAST_SCRYPT,
+        retry=FAST_RETRY,
+        receipt_timeout=10.0,
+    )
     recorder = Web3Recorder.open(settings)
     recorder.register_hospitals(MEMBERS)
     planned = plan_round(1, initial_weights(), MEMBERS, honest_except("hospital-3"))
@@ -51,4 +57,6 @@ def test_unreachable_node_at_start_is_a_clear_error(tmp_path) -> None:
 
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(NodeUnavailable, match="cannot be reached"):
-        Web3Recorder.open(LedgerSettings(home=tmp_path, rpc_url=url, keystore_password="pw", retry=FAST_RETRY))
+        Web3Recorder.open(
+            LedgerSettings(home=tmp_path, rpc_url=url, keystore_password="pw", retry=FAST_RETRY)
+        )

@@ -52,8 +52,9 @@ def test_rounds_survive_reopening_the_data_directory(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_read_only_session_sees_history_and_needs_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_read_only_session_sees_history_and_needs_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = Web3Recorder.open(_settings(tmp_path))
     recorder.register_hospitals(MEMBERS)
     record(recorder, plan_round(1, initial_weights(), MEMBERS, honest_except()))

@@ -45,7 +45,10 @@ def test_a_round_is_recorded_and_decided_on_chain(recorder: Web3Recorder) -> Non
     assert history.problems == []
     (entry,) = history.rounds
     assert (entry.number, entry.state, entry.previous_hash, entry.policy_digest) == (
-        1, "finalized", planned.start_hash, POLICY.digest()
+        1,
+        "finalized",
+        planned.start_hash,
+        POLICY.digest(),
     )
     assert entry.global_hash == planned.outcome.global_hash
     assert entry.contributors == ["hospital-0", "hospital-1", "hospital-2", "hospital-3"]
@@ -53,7 +56,9 @@ def test_a_round_is_recorded_and_decided_on_chain(recorder: Web3Recorder) -> Non
     assert len(entry.votes) == 25
     assert {d.candidate_id: d.accepted for d in entry.decisions}["hospital-4"] is False
     vote = next(v for v in entry.votes if (v.validator_id, v.candidate_id) == ("hospital-1", "hospital-2"))
-    planned_vote = next(v for v in planned.votes if (v.validator_id, v.candidate_id) == ("hospital-1", "hospital-2"))
+    planned_vote = next(
+        v for v in planned.votes if (v.validator_id, v.candidate_id) == ("hospital-1", "hospital-2")
+    )
     assert vote.cosine == pytest.approx(planned_vote.scores.cosine, abs=1e-6)
     assert vote.correct == planned_vote.scores.correct
     assert recorder.blobs.get(planned.outcome.global_hash)  # the new global model is in the blob store
@@ -63,8 +68,12 @@ def test_a_round_is_recorded_and_decided_on_chain(recorder: Web3Recorder) -> Non
 def test_each_vote_is_signed_by_its_validator(recorder: Web3Recorder) -> None:
     planned = plan_round(1, initial_weights(), MEMBERS, honest_except())
     record(recorder, planned)
-    senders = {tx.sender for b in list_blocks(recorder.client, limit=30) for tx in b.transactions
-               if tx.function == "vote"}
+    senders = {
+        tx.sender
+        for b in list_blocks(recorder.client, limit=30)
+        for tx in b.transactions
+        if tx.function == "vote"
+    }
     assert senders == {recorder.address_of(h.hospital_id) for h in MEMBERS}
 
 
@@ -107,8 +116,10 @@ def test_engine_decision_differing_from_chain_raises(recorder: Web3Recorder) -> 
     for c in planned.commitments:
         recorder.record_commitment(c)
     recorder.record_votes(planned.votes)
-    wrong = [d if d.candidate_id != "hospital-2" else Decision(1, "hospital-2", d.model_hash, 5, 0, 5)
-             for d in planned.decisions]
+    wrong = [
+        d if d.candidate_id != "hospital-2" else Decision(1, "hospital-2", d.model_hash, 5, 0, 5)
+        for d in planned.decisions
+    ]
     with pytest.raises(DecisionMismatch) as exc:
         recorder.record_decisions(wrong)
     assert exc.value.candidate_id == "hospital-2"
@@ -161,3 +172,16 @@ def test_two_rounds_chain_their_global_models(recorder: Web3Recorder) -> None:
     rounds = replay(recorder.client).finalized()
     assert [r.previous_hash for r in rounds] == [first.start_hash, first.outcome.global_hash]
     assert recorder.global_hash(2) == second.outcome.global_hash
+
+
+def test_registry_follows_the_federation_membership(recorder: Web3Recorder) -> None:
+    """A later run with fewer hospitals: only they count towards the majority."""
+    smaller = MEMBERS[:3]
+    recorder.register_hospitals(smaller)
+    assert recorder.client.authorities() == [recorder.address_of(h.hospital_id) for h in smaller]
+    # 2 of 3 accept hospital-2: a majority of the 3 now registered (it would not be of 5).
+    planned = plan_round(1, initial_weights(), smaller, lambda v, c: c != "hospital-2" or v != "hospital-0")
+    record(recorder, planned)
+    (entry,) = replay(recorder.client).rounds
+    assert entry.registered == 3 and entry.contributors == ["hospital-0", "hospital-1", "hospital-2"]
+    assert replay(recorder.client).problems == []

@@ -1,0 +1,71 @@
+"""Starts the desktop app: the QApplication, the log file, the exception notifier, the window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+from core.settings import Settings
+from core.state.db import open_database
+
+from app.main_window import MainWindow
+from app.model import AppModel
+from app.notifier import NOTIFIER
+from app.resources import icon, stylesheet
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "medfedchain.log"
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    """The running QApplication, created (and styled) if there is none yet."""
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        app = existing
+    else:
+        app = QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationName("MedFedChain")
+    app.setOrganizationName("MedFedChain")
+    app.setStyle("Fusion")
+    app.setStyleSheet(stylesheet())
+    app.setWindowIcon(icon("app"))
+    return app
+
+
+def create_window(settings: Settings) -> MainWindow:
+    """The main window over the settings' database (runs left "running" by a crash are closed)."""
+    from core.services.training import close_interrupted_runs
+
+    db = open_database(settings.db_path)
+    closed = close_interrupted_runs(db)
+    if closed:
+        log.warning("%d training run(s) were interrupted by the last shutdown", closed)
+    return MainWindow(AppModel(settings, db))
+
+
+def _log_to_file(home: Path) -> logging.Handler:
+    handler = RotatingFileHandler(home / LOG_FILE, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def run_app(settings: Settings) -> int:
+    """Shows the main window until the user closes it; returns the process exit code."""
+    handler = _log_to_file(settings.home)
+    app = create_application()
+    NOTIFIER.install()
+    try:
+        window = create_window(settings)
+        window.show()
+        return int(app.exec())
+    finally:
+        NOTIFIER.uninstall()
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -1,0 +1,92 @@
+"""Small federations for the SMPC tests: honest and attacked candidates of one round, built with
+core's training and attacks, and the plaintext reference the SMPC results must agree with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.attacks.backdoor import BackdoorAttack
+from core.attacks.base import Attack, AttackContext
+from core.attacks.label_flip import LabelFlipAttack
+from core.attacks.noise import NoiseAttack
+from core.attacks.scaling import ScalingAttack
+from core.attacks.sign_flip import SignFlipAttack
+from core.data.dataset import DataKind, Dataset
+from core.federation.types import Candidate, ValidatorInput
+from core.models.architecture import ModelSpec, image_cnn_spec, tabular_cnn_spec
+from core.models.training import TrainingConfig, initial_weights, train_model
+from core.models.weights import Weights, add, subtract, weights_hash
+
+ATTACKS: dict[str, Attack] = {
+    "label_flip": LabelFlipAttack(),
+    "sign_flip": SignFlipAttack(),
+    "scaling": ScalingAttack(5.0),
+    "noise": NoiseAttack(),
+    "backdoor": BackdoorAttack(boost=3.0),
+}
+
+
+@dataclass
+class Scenario:
+    spec: ModelSpec
+    global_weights: Weights
+    candidates: list[Candidate]
+    validators: list[ValidatorInput]
+
+
+def tabular_data(n: int, seed: int, features: int = 12) -> Dataset:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, features)) + np.outer(2 * y - 1, np.linspace(1.0, 0.0, features))
+    return Dataset(f"tab{seed}", DataKind.TABLE, x.astype(np.float32), y.astype(np.int64), ("benign", "malignant"))
+
+
+def image_data(n: int, seed: int, size: int = 16, classes: int = 3) -> Dataset:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.uniform(0.0, 0.4, size=(n, size, size, 1))
+    for c in range(classes):  # each class brightens its own band of rows
+        band = slice(c * size // classes, (c + 1) * size // classes)
+        x[y == c, band, :, :] += 0.5
+    names = tuple(f"class{c}" for c in range(classes))
+    return Dataset(f"img{seed}", DataKind.IMAGE, np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64), names)
+
+
+def build(kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACKS), val_rows: int = 30) -> Scenario:
+    """One round: `honest` hospitals and one attacker per attack, all trained from a shared
+    global model that is itself trained a little, as in a later round."""
+    if kind == "tabular":
+        spec, make = tabular_cnn_spec(12, 2), tabular_data
+    else:
+        spec, make = image_cnn_spec((16, 16, 1), 3), image_data
+    config = TrainingConfig(epochs=2, batch_size=16, learning_rate=3e-3, seed=0)
+    global_weights = train_model(spec, make(120, seed=99), config, initial_weights=initial_weights(spec, 0)).weights
+    names = [f"h{i}" for i in range(honest)] + list(attacks)
+    trained: dict[str, tuple[Dataset, Weights]] = {}
+    for i, name in enumerate(names):
+        train = make(60, seed=i)
+        attack = ATTACKS.get(name)
+        rng = np.random.default_rng(i)
+        data = attack.poison_data(train, rng) if attack else train
+        weights = train_model(spec, data, TrainingConfig(epochs=2, batch_size=16, learning_rate=3e-3, seed=i),
+                              initial_weights=global_weights).weights
+        trained[name] = (train, subtract(weights, global_weights))
+    candidates = []
+    for i, name in enumerate(names):
+        train, delta = trained[name]
+        attack = ATTACKS.get(name)
+        if attack:
+            ctx = AttackContext(
+                round_number=2, num_hospitals=len(names), global_weights=global_weights, spec=spec,
+                train_data=train, honest_delta=delta,
+                peer_deltas=[trained[n][1] for n in names if n != name],
+                rng=np.random.default_rng(100 + i),
+            )
+            delta = attack.poison_update(ctx)
+        candidates.append(Candidate(name, 2, delta, 60, weights_hash(add(global_weights, delta))))
+    validators = [
+        ValidatorInput(f"h{i}", make(val_rows, seed=50 + i), candidates[i].delta) for i in range(honest)
+    ]
+    return Scenario(spec, global_weights, candidates, validators)

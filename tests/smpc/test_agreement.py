@@ -1,0 +1,73 @@
+"""SMPC verification and aggregation against plain Keras (tf-encrypted's agreement tests):
+the same correct counts, the same scores within fixed-point precision, the same decisions
+across every attack, for both CNNs; secure FedAvg equal to plaintext FedAvg."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.federation.aggregators import FedAvg
+from core.federation.plaintext_verifier import PlaintextVerifier
+from core.federation.policy import VerificationPolicy
+from core.progress import CancelToken, ignore_progress
+from smpc.factory import build_secure_components
+from tests.smpc import scenarios
+
+
+@pytest.fixture(scope="module", params=["tabular", "image"])
+def scored(request):
+    scenario = scenarios.build(request.param)
+    verifier, aggregator = build_secure_components(scenario.spec, batch_size=32)
+    verifier.begin_round(2, scenario.global_weights)
+    commitments = {c.hospital_id: verifier.commit(c) for c in scenario.candidates}
+    secure = verifier.score(scenario.candidates, scenario.validators, ignore_progress, CancelToken())
+    plain_verifier = PlaintextVerifier(scenario.spec)
+    plain_verifier.begin_round(2, scenario.global_weights)
+    plain = plain_verifier.score(scenario.candidates, scenario.validators, ignore_progress, CancelToken())
+    yield scenario, secure, plain, aggregator, commitments
+    verifier.close()
+
+
+def test_correct_counts_match_plaintext(scored) -> None:
+    _, secure, plain, _, _ = scored
+    assert secure.keys() == plain.keys()
+    diffs = [abs(secure[k].correct - plain[k].correct) for k in plain]
+    # Exact but for a logit tie within the fixed-point resolution (1 sample at most).
+    assert sum(diffs) <= 1, {k: (secure[k].correct, plain[k].correct) for k in plain}
+    assert all(secure[k].total == plain[k].total for k in plain)
+
+
+def test_similarity_norm_and_margin_match_plaintext(scored) -> None:
+    _, secure, plain, _, _ = scored
+    for key in plain:
+        s, p = secure[key], plain[key]
+        assert s.cosine == pytest.approx(p.cosine, abs=2e-4)
+        assert s.norm == pytest.approx(p.norm, rel=1e-4, abs=1e-5)
+        assert s.margin == pytest.approx(p.margin, rel=1e-3, abs=2e-3)
+        assert s.reference_accuracy == p.reference_accuracy
+        assert s.reference_norm == pytest.approx(p.reference_norm)
+        assert s.reference_margin == pytest.approx(p.reference_margin, abs=1e-6)
+
+
+def test_decisions_match_plaintext_across_attacks(scored) -> None:
+    scenario, secure, plain, _, _ = scored
+    policy = VerificationPolicy()
+    secure_votes = {k: policy.accepts(v) for k, v in secure.items()}
+    plain_votes = {k: policy.accepts(v) for k, v in plain.items()}
+    assert secure_votes == plain_votes
+    # The scenario must exercise both outcomes, or agreement would prove nothing.
+    rejected = {c for (_, c), ok in plain_votes.items() if not ok}
+    assert {"sign_flip", "scaling", "noise"} <= rejected
+    assert any(plain_votes[(v.hospital_id, "h0")] for v in scenario.validators)
+
+
+def test_secure_fedavg_equals_plaintext_fedavg(scored) -> None:
+    scenario, _, _, aggregator, commitments = scored
+    accepted = [c for c in scenario.candidates if c.hospital_id in {"h0", "h1", "h2", "scaling"}]
+    coms = [commitments[c.hospital_id] for c in accepted]
+    secure = aggregator.aggregate(scenario.global_weights, accepted, coms)
+    plain = FedAvg().aggregate(scenario.global_weights, accepted, coms)
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(secure, plain, strict=True))
+    assert worst <= 1e-4
+    assert all(a.dtype == np.float32 and a.shape == b.shape for a, b in zip(secure, plain, strict=True))
