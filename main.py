@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,12 +130,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-        temporary = Path(handle.name)
-    temporary.replace(path)
+    from core.files import write_atomic
+
+    write_atomic(path.resolve(), json.dumps(payload, indent=2, default=str))
 
 
 class _ConsoleProgress:
@@ -279,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ledger": cmd_ledger, "screenshot": cmd_screenshot}
     try:
         return handlers[command](args)
+    except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("medfedchain: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

@@ -44,6 +44,7 @@ class MainWindow(QMainWindow):
     def __init__(self, model: AppModel) -> None:
         super().__init__()
         self.model = model
+        self._closed = False
         self.setWindowTitle(f"MedFedChain — {model.settings.hospital_name}")
         self.setWindowIcon(icon("app"))
         self.resize(1360, 860)
@@ -144,6 +145,10 @@ class MainWindow(QMainWindow):
                      detail=details, icon=QMessageBox.Icon.Critical)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        if self._closed:
+            event.accept()
+            return
+        self._closed = True
         if self.model.is_busy():
             self.statusBar().showMessage("Stopping running work; what finished is kept…")
             self.repaint()

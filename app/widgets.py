@@ -75,13 +75,14 @@ def read_only_table(columns: Sequence[str], *, stretch_last: bool = True) -> QTa
     return table
 
 
-def plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
-    """A plot with labelled axes, a grid and a legend."""
+def plot(title: str, left: str, bottom: str, *, legend_at_top: bool = True) -> pg.PlotWidget:
+    """A plot with labelled axes (plain units, no SI prefix), a grid and a legend in a corner."""
     widget = pg.PlotWidget(title=title)
     widget.setLabel("left", left)
     widget.setLabel("bottom", bottom)
+    widget.getAxis("left").enableAutoSIPrefix(False)
     widget.showGrid(x=True, y=True, alpha=0.25)
-    widget.addLegend(offset=(-10, 10))
+    widget.addLegend(offset=(-10, 10) if legend_at_top else (-10, -10))
     widget.setMinimumHeight(180)
     widget.setMenuEnabled(False)
     return widget
@@ -95,7 +96,8 @@ class EvaluationPanel(QGroupBox):
         self.summary = QLabel("No tested model yet.")
         self.summary.setObjectName("evaluationSummary")
         self.summary.setWordWrap(True)
-        self.per_class = read_only_table(["Class", "Precision", "Recall", "Cases"])
+        self.per_class = read_only_table(["Class", "Precision", "Recall", "Cases"], stretch_last=False)
+        self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.per_class.setObjectName("perClassTable")
         self.confusion = QTableWidget(0, 0)
         self.confusion.setObjectName("confusionMatrix")
@@ -108,8 +110,7 @@ class EvaluationPanel(QGroupBox):
         layout.addWidget(self.per_class)
         layout.addWidget(matrix_label)
         layout.addWidget(self.confusion)
-        for table in (self.per_class, self.confusion):
-            table.setMaximumHeight(150)
+        layout.addStretch(1)
 
     def set_evaluation(self, evaluation: EvaluationView | None, *, origin: str = "") -> None:
         self.per_class.setRowCount(0)
@@ -145,3 +146,11 @@ class EvaluationPanel(QGroupBox):
                 cell.setBackground(shade)
                 self.confusion.setItem(r, c, cell)
         self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for table in (self.per_class, self.confusion):
+            _fit_height(table)
+
+
+def _fit_height(table: QTableWidget) -> None:
+    """Makes a short table exactly as tall as its rows, so no empty grid is shown."""
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    table.setFixedHeight(rows + table.horizontalHeader().height() + 2 * table.frameWidth() + 2)

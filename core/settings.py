@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -37,6 +36,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from core.errors import ConfigError
 from core.federation.policy import VerificationPolicy
+from core.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -311,17 +311,7 @@ def save_settings(settings: Settings) -> Path:
     path = settings.settings_file
     payload = json.dumps(settings_file_values(settings), indent=2, sort_keys=True) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        write_atomic(path, payload)
     except OSError as exc:
         raise ConfigError(f"The settings could not be saved to {path}.", detail=str(exc)) from exc
     logger.info("Settings saved to %s", path)

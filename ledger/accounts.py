@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from core.files import write_atomic
 from ledger.errors import KeystoreError
 
 PASSWORD_ENV = "MEDFED_KEYSTORE_PASSWORD"
@@ -83,18 +83,7 @@ class Keystore:
             raise KeystoreError("A keystore for this account already exists.", path=str(path))
         account: LocalAccount = Account.from_key(private_key) if private_key else Account.create()
         keyfile = Account.encrypt(account.key, self._password, kdf="scrypt", iterations=self._scrypt_n)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{label}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(keyfile, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(keyfile), mode=0o600)
         self._unlocked[label] = account
         return account
 

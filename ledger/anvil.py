@@ -96,11 +96,13 @@ class AnvilNode:
         port: int | None = None,
         state_file: Path | None = None,
         block_time: float | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary or ensure_anvil()
         self.port = port or free_port()
         self.state_file = state_file
         self.block_time = block_time
+        self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,6 +121,7 @@ class AnvilNode:
             args += ["--state", str(self.state_file)]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
+        args += list(self.extra_args)
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

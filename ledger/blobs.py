@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from core.files import write_atomic
 from ledger.errors import BlobMismatch, BlobNotFound, LedgerError, NodeUnavailable
 
 logger = logging.getLogger(__name__)
@@ -62,17 +61,7 @@ class BlobStore:
         target = self.root / digest
         if target.exists() and self._digest_of(target) == digest:
             return digest
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, data)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -144,7 +133,7 @@ class BlobServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> BlobServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="blob-server", daemon=True)

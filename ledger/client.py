@@ -51,6 +51,7 @@ class RoundRecord:
     decided: bool
     accepted_count: int
     global_hash: str
+    unverified: bool
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,19 @@ class LedgerEvent:
     tx_hash: str
     log_index: int
     args: dict[str, Any]
+
+
+def await_receipt(w3: Web3, tx_hash: bytes, *, timeout: float, endpoint: str) -> TxReceipt:
+    """Waits for a transaction's receipt; raises ReceiptTimeout when it is not mined in time."""
+    try:
+        return w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=timeout, poll_latency=0.05)
+    except TimeExhausted as exc:
+        raise ReceiptTimeout(
+            "The ledger did not confirm a transaction in time; it may confirm later. "
+            "Resume the round once the node is healthy.",
+            endpoint=endpoint,
+            tx_hash=HexBytes(tx_hash).to_0x_hex(),
+        ) from exc
 
 
 def to_bytes32(hex_digest: str, *, what: str = "hash") -> bytes:
@@ -161,9 +175,15 @@ class LedgerClient:
         """Deploys a fresh federation contract whose admin is `admin`."""
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        probe = cls.__new__(cls)
-        probe.w3, probe.endpoint, probe.receipt_timeout, probe._chain_id = w3, endpoint, receipt_timeout, None
-        receipt = probe._transact(admin, factory.constructor(), "deploy")
+        receipt = transact(
+            w3,
+            admin,
+            factory.constructor(),
+            "deploy",
+            timeout=receipt_timeout,
+            endpoint=endpoint,
+            chain_id=int(w3.eth.chain_id),
+        )
         address = receipt["contractAddress"]
         if not address:
             raise LedgerError("The node did not report the federation contract's address.")
@@ -177,61 +197,15 @@ class LedgerClient:
     # -- transactions --
 
     def _transact(self, account: LocalAccount, call: Any, function: str) -> TxReceipt:
-        """Builds, signs and sends one transaction and waits for its receipt."""
-        try:
-            tx = call.build_transaction(
-                {
-                    "from": account.address,
-                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                    "chainId": self.chain_id,
-                }
-            )
-        except ContractLogicError as exc:
-            raise _reverted(function, exc) from exc
-        signed = account.sign_transaction(tx)
-        tx_hash = HexBytes(signed.hash)
-        try:
-            self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        except Web3RPCError as exc:
-            # A retried send may find its first attempt already in the pool or mined.
-            if not self._known(tx_hash):
-                raise LedgerError(
-                    "The ledger node refused a transaction.", detail=f"{function}: {exc}"
-                ) from exc
-        try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
-            )
-        except TimeExhausted as exc:
-            raise ReceiptTimeout(
-                "The ledger did not confirm a transaction in time; it may confirm later. "
-                "Resume the round once the node is healthy.",
-                endpoint=self.endpoint,
-                tx_hash=tx_hash.to_0x_hex(),
-            ) from exc
-        if receipt["status"] != 1:
-            reason = self._replay_reason(tx, receipt)
-            raise TransactionReverted(
-                f"The ledger contract refused '{function}': {reason}.", reason=reason, function=function
-            )
-        logger.debug("%s mined in block %s, gas %s", function, receipt["blockNumber"], receipt["gasUsed"])
-        return receipt
-
-    def _known(self, tx_hash: HexBytes) -> bool:
-        try:
-            self.w3.eth.get_transaction(tx_hash)
-        except TransactionNotFound:
-            return False
-        return True
-
-    def _replay_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
-        """The revert reason of a mined failed transaction, re-executed on the state before it."""
-        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-        try:
-            self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
-        except ContractLogicError as exc:
-            return _reason(exc)
-        return "reverted (no reason given)"
+        return transact(
+            self.w3,
+            account,
+            call,
+            function,
+            timeout=self.receipt_timeout,
+            endpoint=self.endpoint,
+            chain_id=self.chain_id,
+        )
 
     def add_authority(self, admin: LocalAccount, account: str, hospital_id: str) -> TxReceipt:
         return self._transact(
@@ -266,6 +240,9 @@ class LedgerClient:
 
     def decide(self, operator: LocalAccount, number: int) -> TxReceipt:
         return self._transact(operator, self.contract.functions.decide(number), "decide")
+
+    def decide_unverified(self, operator: LocalAccount, number: int) -> TxReceipt:
+        return self._transact(operator, self.contract.functions.decideUnverified(number), "decideUnverified")
 
     def record_failure(
         self, operator: LocalAccount, number: int, hospital_id: str, stage: str, message: str
@@ -322,7 +299,7 @@ class LedgerClient:
         return int(self.contract.functions.finalizedRoundIdOf(number).call())
 
     def round(self, round_id: int) -> RoundRecord:
-        (number, state, previous, policy, registered, decided, accepted_count, global_hash) = (
+        (number, state, previous, policy, registered, decided, accepted_count, global_hash, unverified) = (
             self.contract.functions.rounds(round_id).call()
         )
         return RoundRecord(
@@ -335,6 +312,7 @@ class LedgerClient:
             decided=bool(decided),
             accepted_count=int(accepted_count),
             global_hash=from_bytes32(global_hash),
+            unverified=bool(unverified),
         )
 
     def commitment(self, round_id: int, account: str) -> tuple[str, str, int] | None:
@@ -406,6 +384,56 @@ class LedgerClient:
 
     def event_topic(self, name: str) -> HexBytes:
         return next(t for t, n in self._topics.items() if n == name)
+
+
+def transact(
+    w3: Web3, account: LocalAccount, call: Any, function: str, *, timeout: float, endpoint: str, chain_id: int
+) -> TxReceipt:
+    """Builds, signs (locally, by `account`) and sends one contract transaction; waits for its receipt."""
+    try:
+        tx = call.build_transaction(
+            {
+                "from": account.address,
+                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": chain_id,
+            }
+        )
+    except ContractLogicError as exc:
+        raise _reverted(function, exc) from exc
+    signed = account.sign_transaction(tx)
+    tx_hash = HexBytes(signed.hash)
+    try:
+        w3.eth.send_raw_transaction(signed.raw_transaction)
+    except Web3RPCError as exc:
+        # A retried send may find its first attempt already in the pool or mined.
+        if not _known(w3, tx_hash):
+            raise LedgerError("The ledger node refused a transaction.", detail=f"{function}: {exc}") from exc
+    receipt = await_receipt(w3, tx_hash, timeout=timeout, endpoint=endpoint)
+    if receipt["status"] != 1:
+        reason = _replay_reason(w3, tx, receipt)
+        raise TransactionReverted(
+            f"The ledger contract refused '{function}': {reason}.", reason=reason, function=function
+        )
+    logger.debug("%s mined in block %s, gas %s", function, receipt["blockNumber"], receipt["gasUsed"])
+    return receipt
+
+
+def _known(w3: Web3, tx_hash: HexBytes) -> bool:
+    try:
+        w3.eth.get_transaction(tx_hash)
+    except TransactionNotFound:
+        return False
+    return True
+
+
+def _replay_reason(w3: Web3, tx: dict[str, Any], receipt: TxReceipt) -> str:
+    """The revert reason of a mined failed transaction, re-executed on the state before it."""
+    call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+    try:
+        w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
+    except ContractLogicError as exc:
+        return _reason(exc)
+    return "reverted (no reason given)"
 
 
 def _signature(event_abi: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from eth.abc import SignedTransactionAPI, StateAPI
 from eth.db.atomic import AtomicDB
@@ -139,7 +139,8 @@ def measured_gas_estimate(state: StateAPI, transaction: SignedTransactionAPI) ->
     def run(gas: int) -> Any:
         snapshot = state.snapshot()
         try:
-            return state.apply_transaction(SpoofTransaction(transaction, gas=gas, gas_price=0))
+            spoof = cast(SignedTransactionAPI, SpoofTransaction(transaction, gas=gas, gas_price=0))
+            return state.apply_transaction(spoof)
         finally:
             state.revert(snapshot)
 

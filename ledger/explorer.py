@@ -52,7 +52,8 @@ def get_block(client: LedgerClient, number: int) -> BlockView:
     w3 = client.w3
     block = w3.eth.get_block(number, full_transactions=True)
     txs = []
-    for tx in block["transactions"]:
+    transactions: list[Any] = list(block["transactions"])  # full transactions, not hashes
+    for tx in transactions:
         receipt = w3.eth.get_transaction_receipt(tx["hash"])
         txs.append(
             TransactionView(

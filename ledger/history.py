@@ -75,6 +75,7 @@ class RoundEntry:
     decisions: list[DecisionEntry] = field(default_factory=list)
     failures: list[FailureEntry] = field(default_factory=list)
     global_hash: str | None = None
+    unverified: bool = False  # the no-verification baseline: candidates taken without votes
     contributors: list[str] = field(default_factory=list)
     abort_reason: str | None = None
     closed_block: int | None = None
@@ -231,11 +232,13 @@ class _Replay:
                 f"{candidate} in round {entry.number}: decided on {a['registered']} authorities, "
                 f"the round opened with {entry.registered}",
             )
-        if a["accepted"] != majority_accepts(accepts, entry.registered):
+        expected = True if entry.unverified else majority_accepts(accepts, entry.registered)
+        if a["accepted"] != expected:
+            rule = "unverified rounds take every candidate" if entry.unverified else "the majority rule"
             self.problem(
                 e,
                 f"{candidate} in round {entry.number}: "
-                f"{'accepted' if a['accepted'] else 'rejected'} against the majority rule "
+                f"{'accepted' if a['accepted'] else 'rejected'} against {rule} "
                 f"({accepts} of {entry.registered} accept)",
             )
         commitment = next((c for c in entry.commitments if c.account == a["candidate"]), None)
@@ -252,6 +255,16 @@ class _Replay:
                 block_number=e.block_number,
             )
         )
+
+    def on_VerificationSkipped(self, e: LedgerEvent, a: dict[str, Any]) -> None:  # noqa: N802
+        entry = self._round(e, a["roundId"])
+        if entry is None:
+            return
+        entry.unverified = True
+        if entry.votes:
+            self.problem(e, f"round {entry.number} declared unverified after votes were cast")
+        if entry.decisions:
+            self.problem(e, f"round {entry.number} declared unverified after it was decided")
 
     def on_FailureRecorded(self, e: LedgerEvent, a: dict[str, Any]) -> None:  # noqa: N802
         entry = self._round(e, a["roundId"])

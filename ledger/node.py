@@ -92,7 +92,8 @@ class RetryMiddleware(Web3Middleware):
 
 def _with_retries(provider: BaseProvider, policy: RetryPolicy, endpoint: str) -> Web3:
     w3 = Web3(provider)
-    w3.middleware_onion.add(RetryMiddleware.build(policy, endpoint), name="medfed_retry")
+    # web3 accepts a builder (a callable taking w3) where its stubs only name middleware classes.
+    w3.middleware_onion.add(RetryMiddleware.build(policy, endpoint), name="medfed_retry")  # type: ignore[arg-type]
     return w3
 
 

@@ -258,8 +258,15 @@ class Web3Recorder(Recorder):
             return
         round_number = decisions[0].round_number
         round_id = self._open_round_id(round_number)
+        unverified = {d.unverified for d in decisions}
+        if len(unverified) != 1:
+            raise LedgerError("A round's decisions must be all verified or all unverified.")
         if not self.client.round(round_id).decided:
-            self.client.decide(self._operator(), round_number)
+            if unverified == {True}:
+                # The no-verification baseline: on record as unverified, every candidate taken.
+                self.client.decide_unverified(self._operator(), round_number)
+            else:
+                self.client.decide(self._operator(), round_number)
         tallies = {t.candidate: t for t in self.client.tallies(round_id)}
         for decision in decisions:
             tally = tallies.get(self.address_of(decision.candidate_id))

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 from web3 import Web3
 
+from core.files import write_atomic
 from ledger.accounts import DEFAULT_SCRYPT_N, Keystore, keystore_password
-from ledger.client import LedgerClient
+from ledger.client import LedgerClient, await_receipt
 from ledger.embedded import EmbeddedChain, embedded_web3
 from ledger.errors import ContractMissing, LedgerError, UnknownAccount
 from ledger.node import RetryPolicy, connect_provider, connect_rpc
@@ -154,11 +154,14 @@ class LedgerSession:
 
     def ensure_funded(self, address: str) -> None:
         """Tops up an account's gas money from the funder (a keystore, or the dev node's account)."""
-        if int(self.w3.eth.gas_price) == 0 or self.w3.eth.get_balance(address) >= LOW_BALANCE:
+        if (
+            int(self.w3.eth.gas_price) == 0
+            or self.w3.eth.get_balance(to_checksum_address(address)) >= LOW_BALANCE
+        ):
             return  # free-gas permissioned networks (Besu with min-gas-price 0) need no funding
         if self.settings.funder is not None:
             funder = self.keystore.unlock(self.settings.funder)
-            tx = {
+            tx: dict[str, Any] = {
                 "to": address,
                 "value": FUNDING,
                 "gas": 21000,
@@ -167,7 +170,8 @@ class LedgerSession:
                 "maxFeePerGas": 2 * int(self.w3.eth.gas_price),
                 "maxPriorityFeePerGas": 0,
             }
-            tx_hash = self.w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction)
+            signed = funder.sign_transaction(tx)  # type: ignore[arg-type]
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         else:
             dev_accounts = self.w3.eth.accounts  # unlocked by development nodes only
             if not dev_accounts:
@@ -176,9 +180,7 @@ class LedgerSession:
                     detail=address,
                 )
             tx_hash = self.w3.eth.send_transaction({"from": dev_accounts[0], "to": address, "value": FUNDING})
-        self.w3.eth.wait_for_transaction_receipt(
-            tx_hash, timeout=self.settings.receipt_timeout, poll_latency=0.05
-        )
+        await_receipt(self.w3, tx_hash, timeout=self.settings.receipt_timeout, endpoint=self.endpoint)
 
     def close(self) -> None:
         if self.chain is not None:
@@ -192,10 +194,4 @@ def open_ledger(settings: LedgerSettings, *, read_only: bool = False) -> LedgerS
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=1))

@@ -140,7 +140,7 @@ class DataPage(QWidget):
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([460, 900])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 

@@ -89,7 +89,7 @@ class TrainingPage(QWidget):
 
         self.loss_plot = plot("Loss", "cross-entropy", "epoch")
         self.loss_plot.setObjectName("lossPlot")
-        self.accuracy_plot = plot("Accuracy", "accuracy", "epoch")
+        self.accuracy_plot = plot("Accuracy", "accuracy", "epoch", legend_at_top=False)
         self.accuracy_plot.setObjectName("accuracyPlot")
         self.accuracy_plot.setYRange(0, 1)
         self.curves = {
@@ -116,7 +116,7 @@ class TrainingPage(QWidget):
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([430, 900])
         QVBoxLayout(self).addWidget(splitter)
 
         self.train.clicked.connect(self._start)
@@ -174,6 +174,8 @@ class TrainingPage(QWidget):
         self.evaluation.set_evaluation(run.evaluation, origin=origin)
         if self._task is None:
             self.progress.setValue(100 if run.status == "completed" else 0)
+            self.status.setText(f"Run #{run.id} on {run.dataset_name}: {run.status}"
+                                + (f" ({run.message})" if run.message else "") + ".")
 
     def _plot(self, history: list[EpochView]) -> None:
         for key, curve in self.curves.items():
@@ -260,4 +262,6 @@ class TrainingPage(QWidget):
         self.cancel.setEnabled(False)
         self.train.setEnabled(self.dataset.count() > 0)
         if was_live:  # failed or cancelled: show the run as recorded, with the epochs it finished
+            outcome = self.status.text()
             self.model.training_changed.emit()
+            self.status.setText(outcome)

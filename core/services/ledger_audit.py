@@ -106,8 +106,9 @@ def audit_ledger(
         report, history = audit_chain(session.client, BlobStore(session.settings.blob_dir), peers=peers)
     own_db = database is None
     db = database or open_database(settings.db_path)
+    notes = list(report.notes)
     try:
-        state_problems, compared = compare_with_state(history, db)
+        state_problems, compared = compare_with_state(history, db, notes)
     finally:
         if own_db:
             db.close()
@@ -117,11 +118,13 @@ def audit_ledger(
         discrepancies=discrepancies,
         chain=report,
         rounds_compared=compared,
-        notes=list(report.notes),
+        notes=notes,
     )
 
 
-def compare_with_state(history: LedgerHistory, db: Database) -> tuple[list[str], int]:
+def compare_with_state(
+    history: LedgerHistory, db: Database, notes: list[str] | None = None
+) -> tuple[list[str], int]:
     """Discrepancies between the local database's rounds and the ledger's, and how many were compared.
 
     A local round matches the ledger's attempt with the same number and starting model (and the
@@ -133,6 +136,10 @@ def compare_with_state(history: LedgerHistory, db: Database) -> tuple[list[str],
     compared = 0
     federations = sorted(list_federations(db), key=lambda f: f.id)
     for federation in federations:
+        if federation.config.get("ledger") is False:
+            if notes is not None:
+                notes.append(f"federation {federation.id} was recorded without the ledger; not compared")
+            continue
         for local in list_rounds(db, federation.id):
             where = f"federation {federation.id} round {local.number}"
             match = _match(local, unmatched)
@@ -243,3 +250,67 @@ def _policy_digest(policy: dict[str, object]) -> str | None:
 def audit_exit_code(result: LedgerAuditResult) -> int:
     """0 when everything agrees, 10 otherwise: what `ledger audit` exits with."""
     return 0 if result.ok else 10
+
+
+def format_show(history: LedgerHistory) -> str:
+    """`ledger show` as text: each round with its models, decisions and votes."""
+    lines = [
+        f"ledger {history.contract} on {history.endpoint} (chain {history.chain_id}), "
+        f"block {history.head_block}, {len(history.authorities)} authorities, {history.events} events"
+    ]
+    for r in history.rounds:
+        head = f"round {r.number} (id {r.round_id}) {r.state}: start {r.previous_hash[:12]}"
+        if r.global_hash:
+            head += f" -> global {r.global_hash[:12]}, contributors {', '.join(r.contributors) or 'none'}"
+        if r.abort_reason:
+            head += f" ({r.abort_reason})"
+        lines.append(head)
+        for c in r.commitments:
+            d = r.decision_for(c.hospital_id)
+            verdict = (
+                "undecided"
+                if d is None
+                else f"{'accepted' if d.accepted else 'rejected'} {d.accepts}/{d.registered}"
+            )
+            lines.append(f"  model {c.hospital_id} {c.model_hash[:12]}: {verdict}")
+            for v in (v for v in r.votes if v.candidate_id == c.hospital_id):
+                lines.append(
+                    f"    {v.validator_id}: {'accept' if v.accept else 'reject'} "
+                    f"acc {v.correct}/{v.total} cos {v.cosine:.3f} norm {v.norm:.3g}"
+                )
+        for f in r.failures:
+            lines.append(f"  failure {f.hospital_id} at {f.stage}: {f.message}")
+    return "\n".join(lines)
+
+
+def format_audit(result: LedgerAuditResult) -> str:
+    """`ledger audit` as text: OK, or FAILED with the first discrepancy first."""
+    chain = result.chain
+    summary = (
+        f"{chain.events_checked} events, {chain.rounds_checked} rounds, {chain.blobs_checked} model blobs, "
+        f"{result.rounds_compared} rounds compared with the local database"
+    )
+    if result.ok:
+        return "\n".join([f"ledger audit OK: {summary}", *result.notes])
+    return "\n".join(
+        [f"ledger audit FAILED: {summary}", *(f"  {d}" for d in result.discrepancies), *result.notes]
+    )
+
+
+def audit_as_dict(result: LedgerAuditResult) -> dict[str, object]:
+    """The audit as a JSON-ready dict (`ledger audit --json`)."""
+    return {
+        "ok": result.ok,
+        "first_discrepancy": result.first_discrepancy,
+        "discrepancies": list(result.discrepancies),
+        "events_checked": result.chain.events_checked,
+        "rounds_checked": result.chain.rounds_checked,
+        "blobs_checked": result.chain.blobs_checked,
+        "rounds_compared": result.rounds_compared,
+        "notes": list(result.notes),
+    }
+
+
+# The CLI's names for the two use cases (`ledger audit`, `ledger show`).
+audit = audit_ledger
+show = show_ledger

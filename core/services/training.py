@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from core.data.partition import partition
 from core.errors import Cancelled, CoreError, StateError
 from core.federation.policy import VerificationPolicy
@@ -21,7 +23,8 @@ from core.settings import Settings
 from core.state.blobs import BlobStore
 from core.state.db import Database
 from core.state.models import RunStatus
-from core.state.queries import (
+from core.state.models import EvaluationReport
+from core.state.queries import (  # noqa: I001 - _evaluation_view: see tested_models
     Evaluation,
     EvaluationView,
     FederationView,
@@ -34,6 +37,7 @@ from core.state.queries import (
     list_training_runs,
     record_evaluation,
     start_training_run,
+    _evaluation_view,
 )
 
 if TYPE_CHECKING:
@@ -221,6 +225,39 @@ def run_comparison(db: Database, settings: Settings, federation_id: int,
     federation = get_federation(db, federation_id)
     config = _simulation_config(federation.config, verifier="none", secure=False, aggregator="fedavg")
     report = run_simulation(config, settings, progress, cancel)
-    comparison_id = int(report["federation_id"])
-    evaluate_federation(db, settings, comparison_id)
-    return comparison_id
+    # Not tested on its own: a what-if beside the real run, not a model anyone should use.
+    return int(report["federation_id"])
+
+
+@dataclass(frozen=True)
+class TestedModels:
+    """One dataset's latest tested models: trained here alone, and the federation's global model."""
+
+    dataset_id: int
+    dataset_name: str
+    local: EvaluationView | None
+    federated: EvaluationView | None
+
+
+def tested_models(db: Database) -> list[TestedModels]:
+    """Per dataset, the latest local-training evaluation beside the latest federated one."""
+    local: dict[int, EvaluationView] = {}
+    federated: dict[int, EvaluationView] = {}
+    with db.session(read_only=True) as session:
+        reports = session.scalars(
+            select(EvaluationReport)
+            .where(EvaluationReport.dataset_id.is_not(None))
+            .order_by(EvaluationReport.created_at.desc(), EvaluationReport.id.desc())
+        ).all()
+        for report in reports:
+            assert report.dataset_id is not None
+            kind = local if report.run_id is not None else federated
+            if report.dataset_id not in kind:
+                # The queries module's own conversion, so both pages describe a report the same way.
+                kind[report.dataset_id] = _evaluation_view(session, report)
+    out = []
+    for dataset_id in sorted(set(local) | set(federated)):
+        view = local.get(dataset_id) or federated[dataset_id]
+        out.append(TestedModels(dataset_id, view.dataset_name or f"dataset {dataset_id}",
+                                local.get(dataset_id), federated.get(dataset_id)))
+    return out

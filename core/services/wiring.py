@@ -59,9 +59,10 @@ def build_ledger_recorder(settings: Settings, *, rpc_url: str | None = None) -> 
     from ledger.recorder import Web3Recorder
 
     url = rpc_url or settings.rpc_url
+    paths = {"keystore_dir": settings.keystore_dir, "blob_dir": settings.blob_dir}
     if url:
-        return Web3Recorder.rpc(settings.home, url)
-    return Web3Recorder.embedded(settings.home)
+        return Web3Recorder.rpc(settings.home, url, **paths)
+    return Web3Recorder.embedded(settings.home, **paths)
 
 
 def ensure_home(path: Path) -> Path:

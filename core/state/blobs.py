@@ -7,24 +7,22 @@ temporary name and renamed, and checked against its name when read back.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import ModelError, StateError
+from core.files import write_atomic
 from core.models.weights import Weights, from_bytes, to_bytes, weights_hash
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobStore:
-    """Model weights on disk, one `<sha256>.mfcw` file per distinct model."""
-
-    suffix = ".mfcw"
+    """Model weights on disk, one `<sha256>` file per distinct model: the same naming as the
+    ledger's blob store, so a model stored by either is found by both."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -32,7 +30,7 @@ class BlobStore:
     def path_for(self, model_hash: str) -> Path:
         if not _HASH.match(model_hash):
             raise StateError(f"'{model_hash}' is not a model hash.")
-        return self.directory / f"{model_hash}{self.suffix}"
+        return self.directory / model_hash
 
     def __contains__(self, model_hash: str) -> bool:
         return self.path_for(model_hash).is_file()
@@ -45,17 +43,7 @@ class BlobStore:
         if target.is_file():
             return model_hash
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(blob)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp_name, target)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            write_atomic(target, blob)
         except OSError as exc:
             raise StateError(
                 f"The model could not be saved under {self.directory}.", detail=str(exc)

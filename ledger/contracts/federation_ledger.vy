@@ -35,6 +35,7 @@ struct Round:
     decided: bool
     acceptedCount: uint256
     globalHash: bytes32
+    unverified: bool
 
 
 struct Commitment:
@@ -109,6 +110,10 @@ event Decided:
     registered: uint256
     accepted: bool
 
+event VerificationSkipped:
+    roundNumber: indexed(uint256)
+    roundId: indexed(uint256)
+
 event FailureRecorded:
     roundId: indexed(uint256)
     hospitalId: String[64]
@@ -149,6 +154,7 @@ accepts: public(HashMap[uint256, HashMap[address, uint256]])
 rejects: public(HashMap[uint256, HashMap[address, uint256]])
 accepted: public(HashMap[uint256, HashMap[address, bool]])
 contributed: public(HashMap[uint256, HashMap[address, bool]])
+ballotCount: public(HashMap[uint256, uint256])
 
 
 @deploy
@@ -182,6 +188,7 @@ def addAuthority(account: address, hospital_id: String[64]):
     assert self.openRoundId == 0, "a round is open"
     assert account != empty(address), "zero account"
     assert len(hospital_id) > 0, "empty hospital id"
+    assert len(self.authorities) < MAX_AUTHORITIES, "registry is full"
     assert not self.isAuthority[account], "account already registered"
     key: bytes32 = keccak256(hospital_id)
     assert self.accountOfHospital[key] == empty(address), "hospital already registered"
@@ -260,6 +267,7 @@ def openRound(round_number: uint256, previous_hash: bytes32, policy_digest: byte
         decided=False,
         acceptedCount=0,
         globalHash=empty(bytes32),
+        unverified=False,
     )
     log RoundOpened(
         roundNumber=round_number,
@@ -305,6 +313,7 @@ def vote(round_number: uint256, ballots: DynArray[Ballot, MAX_AUTHORITIES]):
         assert self.commitments[round_id][ballot.candidate].modelHash != empty(bytes32), "candidate did not commit"
         assert self.voteOf[round_id][ballot.candidate][msg.sender] == VOTE_NONE, "already voted"
         assert ballot.correct <= ballot.total, "correct exceeds total"
+        self.ballotCount[round_id] += 1
         if ballot.accept:
             self.voteOf[round_id][ballot.candidate][msg.sender] = VOTE_ACCEPT
             self.accepts[round_id][ballot.candidate] += 1
@@ -349,6 +358,33 @@ def decide(round_number: uint256):
             accepted=is_accepted,
         )
     self.rounds[round_id].decided = True
+    self.rounds[round_id].acceptedCount = accepted_count
+
+
+@external
+def decideUnverified(round_number: uint256):
+    """@notice The no-verification baseline: every committed candidate is taken, unvoted, on record as such."""
+    self._only_operator()
+    round_id: uint256 = self._open_round(round_number)
+    assert not self.rounds[round_id].decided, "already decided"
+    assert self.ballotCount[round_id] == 0, "votes were cast in this round"
+    registered: uint256 = self.rounds[round_id].registered
+    accepted_count: uint256 = 0
+    log VerificationSkipped(roundNumber=round_number, roundId=round_id)  # before the decisions it explains
+    for candidate: address in self.candidates[round_id]:
+        self.accepted[round_id][candidate] = True
+        accepted_count += 1
+        log Decided(
+            roundId=round_id,
+            candidate=candidate,
+            modelHash=self.commitments[round_id][candidate].modelHash,
+            accepts=0,
+            rejects=0,
+            registered=registered,
+            accepted=True,
+        )
+    self.rounds[round_id].decided = True
+    self.rounds[round_id].unverified = True
     self.rounds[round_id].acceptedCount = accepted_count
 
 

@@ -10,8 +10,11 @@ import pytest
 
 from core.federation.recorders import CompositeRecorder
 from core.services.ledger_audit import (
+    audit_as_dict,
     audit_exit_code,
     audit_ledger,
+    format_audit,
+    format_show,
     is_model_on_ledger,
     recent_blocks,
     show_ledger,
@@ -48,6 +51,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Plann
     second = plan_round(2, first.outcome.global_weights, MEMBERS, honest_except())
     record(recorder, second)
     recorder.close()
+    # A run recorded in SQLite only (`simulate --no-ledger`): the audit leaves it out.
+    local_only = SqliteRecorder(db, config={"ledger": False})
+    local_only.register_hospitals(MEMBERS)
+    record(local_only, plan_round(1, initial_weights(seed=5), MEMBERS, honest_except()))
+    local_only.close()
     db.close()
     return settings.home, [first, second]
 
@@ -67,12 +75,20 @@ def test_agreeing_state_and_ledger_audit_ok(recorded: tuple[Settings, list[Plann
     result = audit_ledger(settings)
     assert result.ok, result.discrepancies
     assert result.rounds_compared == 2 and audit_exit_code(result) == 0
+    assert result.notes == ["federation 2 was recorded without the ledger; not compared"]
     history = show_ledger(settings)
     assert [(r.number, r.state, len(r.votes)) for r in history.rounds] == [
         (1, "finalized", 16),
         (2, "finalized", 16),
     ]
     assert is_model_on_ledger(settings, first.outcome.global_hash)
+    shown = format_show(history).splitlines()
+    assert (
+        shown[1].startswith("round 1 (id 1) finalized") and "hospital-0, hospital-1, hospital-3" in shown[1]
+    )
+    assert any(line.startswith("  model hospital-2 ") and line.endswith("rejected 0/4") for line in shown)
+    assert format_audit(result).startswith("ledger audit OK: ")
+    assert audit_as_dict(result)["ok"] is True
     assert recent_blocks(settings, limit=1)[0].transactions[0].function == "finalizeRound"
 
 
@@ -86,6 +102,8 @@ def test_a_changed_database_row_is_named(recorded: tuple[Settings, list[PlannedR
     assert changed == 1
     result = audit_ledger(settings)
     assert not result.ok and audit_exit_code(result) != 0
+    assert format_audit(result).startswith("ledger audit FAILED")
+    assert audit_as_dict(result)["first_discrepancy"] == result.first_discrepancy
     assert result.first_discrepancy == (
         "federation 1 round 1: hospital-1's vote on hospital-2 is accept locally, reject on the ledger"
     )

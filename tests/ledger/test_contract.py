@@ -263,3 +263,24 @@ def test_every_step_emits_its_event(chain4: Chain) -> None:
     ]
     finalized = events[-1].args
     assert finalized["globalHash"] == H1 and len(finalized["contributors"]) == 2
+
+
+def test_unverified_baseline_takes_every_candidate_on_record(chain4: Chain) -> None:
+    chain4.open()
+    chain4.commit_all()
+    with pytest.raises(TransactionReverted) as exc:
+        chain4.client.decide_unverified(chain4.hospitals[0], 1)
+    assert reason(exc) == "only the admin or the coordinator"
+    chain4.client.decide_unverified(chain4.admin, 1)
+    record = chain4.client.round(1)
+    assert record.unverified and record.decided and record.accepted_count == 4
+    assert chain4.events()[-5:] == ["VerificationSkipped"] + ["Decided"] * 4
+
+
+def test_a_voted_round_cannot_be_declared_unverified(chain4: Chain) -> None:
+    chain4.open()
+    chain4.commit_all()
+    chain4.vote(chain4.hospitals[0], {1: False})
+    with pytest.raises(TransactionReverted) as exc:
+        chain4.client.decide_unverified(chain4.admin, 1)
+    assert reason(exc) == "votes were cast in this round"

@@ -60,3 +60,47 @@ def test_unreachable_node_at_start_is_a_clear_error(tmp_path) -> None:
         Web3Recorder.open(
             LedgerSettings(home=tmp_path, rpc_url=url, keystore_password="pw", retry=FAST_RETRY)
         )
+
+
+def test_a_configured_funder_keystore_pays_for_gas(anvil: AnvilNode, tmp_path) -> None:
+    """On a network without unlocked dev accounts, a funder keystore tops up the hospitals."""
+    from ledger.accounts import Keystore
+    from ledger.anvil import DEV_PRIVATE_KEY
+    from ledger.session import FUNDING
+
+    home = tmp_path / "home"
+    Keystore(home / "keystore", "pw", scrypt_n=FAST_SCRYPT).create(
+        "funder", bytes.fromhex(DEV_PRIVATE_KEY[2:])
+    )
+    settings = LedgerSettings(
+        home=home,
+        rpc_url=anvil.url,
+        keystore_password="pw",
+        scrypt_n=FAST_SCRYPT,
+        retry=FAST_RETRY,
+        funder="funder",
+    )
+    recorder = Web3Recorder.open(settings)
+    recorder.register_hospitals(MEMBERS)
+    w3 = recorder.client.w3
+    assert all(w3.eth.get_balance(recorder.address_of(h.hospital_id)) == FUNDING for h in MEMBERS)
+    funder = recorder.session.keystore.address_of("funder")
+    assert w3.eth.get_transaction_count(funder) == 1 + len(MEMBERS)  # the admin and each hospital
+    recorder.close()
+
+
+def test_a_transaction_never_mined_times_out_clearly(anvil_binary, tmp_path) -> None:
+    from ledger.errors import ReceiptTimeout
+
+    with AnvilNode(anvil_binary, extra_args=("--no-mining",)) as node:
+        settings = LedgerSettings(
+            home=tmp_path,
+            rpc_url=node.url,
+            keystore_password="pw",
+            scrypt_n=FAST_SCRYPT,
+            retry=FAST_RETRY,
+            receipt_timeout=1.0,
+        )
+        with pytest.raises(ReceiptTimeout) as exc:
+            Web3Recorder.open(settings)
+    assert exc.value.tx_hash.startswith("0x") and "did not confirm" in exc.value.user_message

@@ -185,3 +185,22 @@ def test_registry_follows_the_federation_membership(recorder: Web3Recorder) -> N
     (entry,) = replay(recorder.client).rounds
     assert entry.registered == 3 and entry.contributors == ["hospital-0", "hospital-1", "hospital-2"]
     assert replay(recorder.client).problems == []
+
+
+def test_unverified_baseline_round_is_recorded_as_such(recorder: Web3Recorder) -> None:
+    """With verification off the engine takes every candidate unvoted; the ledger says so."""
+    planned = plan_round(1, initial_weights(), MEMBERS, honest_except())
+    decisions = [replace(d, accepts=0, rejects=0, unverified=True) for d in planned.decisions]
+    outcome = replace(
+        planned.outcome, votes=[], decisions=decisions, contributors=[h.hospital_id for h in MEMBERS]
+    )
+    recorder.open_round(1, planned.start_hash, planned.start, POLICY)
+    for c in planned.commitments:
+        recorder.record_commitment(c)
+    recorder.record_votes([])
+    recorder.record_decisions(decisions)
+    recorder.finalize_round(outcome)
+    history = replay(recorder.client)
+    assert history.problems == []
+    (entry,) = history.rounds
+    assert entry.unverified and entry.votes == [] and len(entry.contributors) == 5

@@ -1,0 +1,152 @@
+"""Benchmark of the SMPC layer: encrypted verification and secure aggregation against their
+plaintext counterparts, for both CNNs, and a whole secure round of 5 hospitals.
+
+    python bench/smpc.py [--batch-size 64] [--rows 128] [--players players.json]
+
+Prints one JSON document. Each architecture runs in a child process so its peak memory
+(ru_maxrss) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _case(architecture: str, batch_size: int, rows: int, players: Path | None, protocol: str) -> dict:
+    import numpy as np
+
+    from core.data.dataset import DataKind, Dataset
+    from core.federation.aggregators import FedAvg
+    from core.federation.types import Candidate, ValidatorInput
+    from core.models.architecture import image_cnn_spec, tabular_cnn_spec
+    from core.models.keras_builder import build_keras_model
+    from core.models.weights import add, parameter_count, weights_hash
+    from core.progress import CancelToken, ignore_progress
+    from smpc.factory import build_secure_components
+
+    rng = np.random.default_rng(0)
+    if architecture == "tabular_cnn":
+        spec = tabular_cnn_spec(30, 2)
+
+        def data(n: int, seed: int) -> Dataset:
+            r = np.random.default_rng(seed)
+            return Dataset("bench", DataKind.TABLE, r.normal(size=(n, 30)).astype(np.float32),
+                           r.integers(0, 2, n), ("a", "b"))
+    else:
+        spec = image_cnn_spec((28, 28, 1), 2)
+
+        def data(n: int, seed: int) -> Dataset:
+            r = np.random.default_rng(seed)
+            return Dataset("bench", DataKind.IMAGE, r.uniform(size=(n, 28, 28, 1)).astype(np.float32),
+                           r.integers(0, 2, n), ("a", "b"))
+
+    model = build_keras_model(spec, seed=0)
+    glob = model.get_weights()
+    hospitals = 5
+    candidates = []
+    for i in range(hospitals):
+        delta = [rng.normal(scale=0.02, size=w.shape).astype(np.float32) for w in glob]
+        candidates.append(Candidate(f"h{i}", 1, delta, 100 + i, weights_hash(add(glob, delta))))
+    verifier, aggregator = build_secure_components(spec, protocol=protocol, players=players, batch_size=batch_size)
+
+    # One candidate on one validation batch, warm: encrypted vs Keras `model(x)`.
+    batch = data(batch_size, 1)
+    x = batch.x
+    plain_s = _median_time(lambda: model(x, training=False), 20)
+    one = [ValidatorInput("h0", batch, candidates[0].delta)]
+    verifier.begin_round(1, glob)
+    commitments = [verifier.commit(c) for c in candidates]
+    secure_s = _median_time(lambda: verifier.score(candidates[:1], one, ignore_progress, CancelToken()), 3)
+
+    fedavg = FedAvg()
+    plain_agg_s = _median_time(lambda: fedavg.aggregate(glob, candidates, commitments), 20)
+    secure_agg_s = _median_time(lambda: aggregator.aggregate(glob, candidates, commitments), 5)
+
+    # A whole secure round: 5 candidates committed, scored by 5 validators, aggregated.
+    validators = [ValidatorInput(f"h{i}", data(rows, 10 + i), candidates[i].delta) for i in range(hospitals)]
+    start = time.perf_counter()
+    verifier.begin_round(2, glob)
+    round_candidates = [Candidate(c.hospital_id, 2, c.delta, c.num_samples, c.model_hash) for c in candidates]
+    round_commitments = [verifier.commit(c) for c in round_candidates]
+    verifier.score(round_candidates, validators, ignore_progress, CancelToken())
+    aggregator.aggregate(glob, round_candidates, round_commitments)
+    round_s = time.perf_counter() - start
+    verifier.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {
+        "architecture": architecture,
+        "protocol": protocol,
+        "player_mode": "remote" if players else "in-process",
+        "batch_size": batch_size,
+        "parameters": parameter_count(glob),
+        "verification": {
+            "secure_s": secure_s,
+            "plaintext_keras_s": plain_s,
+            "ratio": secure_s / plain_s,
+            "goal_ratio": 10,
+        },
+        "aggregation": {
+            "candidates": hospitals,
+            "secure_s": secure_agg_s,
+            "plaintext_fedavg_s": plain_agg_s,
+            "ratio": secure_agg_s / plain_agg_s,
+            "goal_ratio": 3,
+        },
+        "round": {
+            "hospitals": hospitals,
+            "validation_rows_per_hospital": rows,
+            "pairs": hospitals * hospitals,
+            "seconds": round_s,
+            "peak_rss_mb": peak_mb,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rows", type=int, default=128, help="validation rows per hospital in the round")
+    parser.add_argument("--players", type=Path, default=None, help="players.json (default: in-process)")
+    parser.add_argument("--protocol", default="securenn")
+    parser.add_argument("--architecture", choices=["tabular_cnn", "image_cnn"], default=None)
+    args = parser.parse_args(argv)
+    if args.architecture:
+        print(json.dumps(_case(args.architecture, args.batch_size, args.rows, args.players, args.protocol)))
+        return 0
+    results = []
+    for architecture in ("tabular_cnn", "image_cnn"):
+        cmd = [sys.executable, __file__, "--architecture", architecture, "--batch-size", str(args.batch_size),
+               "--rows", str(args.rows), "--protocol", args.protocol]
+        if args.players:
+            cmd += ["--players", str(args.players)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    print(json.dumps({"benchmark": "smpc", "cases": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The Data page: loading the bundled set, a CSV with chosen columns, and refusing bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+from pytestqt.qtbot import QtBot
+
+from core.state.queries import list_datasets
+
+from app.main_window import MainWindow
+from tests.app.gui import choose, click, column, go_to, load_bundled, message_boxes
+
+
+def test_bundled_dataset_is_previewed_counted_and_recorded(qtbot: QtBot, window: MainWindow) -> None:
+    load_bundled(qtbot, window)
+
+    page = window.data
+    qtbot.waitUntil(lambda: page.preview_table.rowCount() > 0, timeout=20_000)
+    assert page.preview.currentWidget() is page.preview_table
+    assert page.preview_table.horizontalHeaderItem(0).text() == "mean radius"
+    bars = page.balance_bars.opts["height"]
+    assert sorted(int(h) for h in bars) == [212, 357]  # malignant, benign
+    assert "569 cases" in page.status.text()
+    [recorded] = list_datasets(window.model.db)
+    assert (recorded.name, recorded.samples) == ("breast_cancer", 569)
+
+
+def _write_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["patient_id,age,size,density,margin,diagnosis"]
+    for i in range(60):
+        label = "malignant" if i % 3 == 0 else "benign"
+        values = rng.normal(size=4) + (1.5 if label == "malignant" else 0.0)
+        lines.append(f"P{i:03d}," + ",".join(f"{v:.3f}" for v in values) + f",{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_csv_is_loaded_with_the_chosen_label_and_without_the_left_out_column(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = _write_csv(tmp_path / "patients.csv")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(csv), ""))
+    page = go_to(qtbot, window, "Data")
+
+    click(qtbot, page.open_csv)
+    assert page.csv_box.isVisible()
+    assert page.preview_table.rowCount() == 50  # the raw rows, before choosing
+    choose(qtbot, page.label_column, "diagnosis")
+    ids = page.drop_columns.item(0)
+    assert ids.text() == "patient_id"
+    qtbot.mouseClick(page.drop_columns.viewport(), Qt.MouseButton.LeftButton,
+                     pos=page.drop_columns.visualItemRect(ids).center())
+    qtbot.keyClick(page.drop_columns, Qt.Key.Key_Space)
+    assert ids.checkState() == Qt.CheckState.Checked
+    click(qtbot, page.load_csv)
+
+    qtbot.waitUntil(lambda: "patients" in column(page.table, 0), timeout=20_000)
+    [recorded] = list_datasets(window.model.db)
+    assert recorded.input_shape == (4,)  # patient_id left out, diagnosis is the label
+    assert recorded.class_counts == {"benign": 40, "malignant": 20}
+    assert not page.csv_box.isVisible()
+    assert not message_boxes(window)
+
+
+def test_a_corrupt_csv_is_refused_with_a_clear_message(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corrupt = tmp_path / "export.csv"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(corrupt), ""))
+    page = go_to(qtbot, window, "Data")
+
+    click(qtbot, page.open_csv)
+
+    [box] = message_boxes(window)
+    assert "binary data" in box.text() and "export the table" in box.text()
+    assert not page.csv_box.isVisible()
+    assert list_datasets(window.model.db) == []
+
+
+def test_a_damaged_npz_archive_is_refused_and_nothing_is_recorded(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damaged = tmp_path / "pathmnist.npz"
+    damaged.write_bytes(b"PK\x03\x04 this archive was cut off in transfer")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(damaged), ""))
+    page = go_to(qtbot, window, "Data")
+
+    click(qtbot, page.open_npz)
+
+    qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=20_000)
+    [box] = message_boxes(window)
+    assert "pathmnist.npz" in box.text()
+    assert "nothing was recorded" in page.status.text()
+    assert list_datasets(window.model.db) == []

@@ -1,0 +1,99 @@
+"""A federation round with one attacking hospital: live participants and timeline, the attacker
+rejected on the Verification page, the round's events on the Ledger page, all there after reopening."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from PySide6.QtWidgets import QTreeWidgetItem
+from pytestqt.qtbot import QtBot
+
+from app.main_window import MainWindow
+from tests.app.gui import LONG, choose, click, column, go_to, message_boxes, type_into
+
+
+def _candidates(window: MainWindow) -> dict[str, str]:
+    """Candidate name -> status, as the Verification page's tree shows round 1."""
+    tree = window.verification.tree
+    round_item: QTreeWidgetItem = tree.topLevelItem(0)
+    return {round_item.child(i).text(0): round_item.child(i).text(1) for i in range(round_item.childCount())}
+
+
+def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
+    qtbot: QtBot, open_window: Callable[[], MainWindow]
+) -> None:
+    window = open_window()
+    page = go_to(qtbot, window, "Federation")
+    type_into(qtbot, page.hospitals, "4")
+    type_into(qtbot, page.attackers, "1")
+    choose(qtbot, page.attack, "label")
+    type_into(qtbot, page.rounds, "1")
+    type_into(qtbot, page.local_epochs, "3")
+    statuses_seen: set[str] = set()
+    page.participants.itemChanged.connect(lambda cell: statuses_seen.add(cell.text()))
+
+    click(qtbot, page.start)
+    assert not page.start.isEnabled() and page.cancel.isEnabled()
+    assert column(page.participants, 1) == ["honest", "honest", "honest", "attacker (simulated)"]
+    qtbot.waitUntil(lambda: "completed" in page.status.text(), timeout=LONG)
+
+    assert not message_boxes(window)
+    assert {"training", "committed", "accepted", "rejected"} <= statuses_seen
+    assert column(page.participants, 2) == ["accepted", "accepted", "accepted", "rejected"]
+    round_item = page.timeline.topLevelItem(0)
+    steps = [round_item.child(i).text(1) for i in range(round_item.childCount())]
+    assert round_item.text(1) == "finalized" and steps == ["done"] * 6
+    assert page.progress.value() == 100
+
+    go_to(qtbot, window, "Verification")
+    assert _candidates(window) == {"Hospital 1": "accepted", "Hospital 2": "accepted", "Hospital 3": "accepted",
+                                   "Hospital 4 (attacker)": "rejected"}
+    attacker = window.verification.tree.topLevelItem(0).child(3)
+    assert attacker.childCount() == 4  # every registered hospital's vote on it
+    assert "1 rejected" in window.verification.ratio_label.text()
+    assert len(window.verification.with_bars.opts["height"]) == 1
+
+    ledger = go_to(qtbot, window, "Ledger")
+    qtbot.waitUntil(lambda: ledger.events_table.rowCount() > 0, timeout=LONG)
+    events = column(ledger.events_table, 1)
+    assert events.count("Decided") == 4 and "RoundFinalized" in events and "Voted" in events
+    decided = [r for r in range(ledger.events_table.rowCount()) if events[r] == "Decided"]
+    rejected = [ledger.events_table.item(r, 3).text() for r in decided
+                if "accepted=False" in ledger.events_table.item(r, 4).text()]
+    assert rejected == ["hospital-4"]
+    qtbot.waitUntil(ledger.audit_button.isEnabled, timeout=LONG)
+    click(qtbot, ledger.audit_button)
+    qtbot.waitUntil(lambda: "audit passed" in ledger.audit_result.text(), timeout=LONG)
+    window.close()
+
+    again = open_window()
+    go_to(qtbot, again, "Verification")
+    assert _candidates(again)["Hospital 4 (attacker)"] == "rejected"
+    federation = go_to(qtbot, again, "Federation")
+    assert column(federation.runs, 4) == ["completed"]
+    assert column(federation.participants, 2) == ["accepted", "accepted", "accepted", "rejected"]
+    assert not again.welcome.isVisible()
+
+
+@pytest.mark.slow
+def test_first_start_offers_the_demo_and_ends_on_the_verdicts_with_a_comparison(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    assert window.welcome.isVisible()
+
+    click(qtbot, window.demo_button)
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.verification, timeout=2 * LONG)
+
+    statuses = _candidates(window)
+    assert statuses.pop("Hospital 5 (attacker)") == "rejected"
+    assert set(statuses.values()) == {"accepted"}
+    assert window.verification.tree.topLevelItemCount() == 2  # the demo's two rounds
+    assert not window.welcome.isVisible()
+
+    qtbot.waitUntil(window.verification.compare.isEnabled, timeout=LONG)  # the run's thread has ended
+    click(qtbot, window.verification.compare)
+    qtbot.waitUntil(lambda: len(window.verification.without_bars.opts["height"]) == 2, timeout=2 * LONG)
+    assert window.verification.without_bars.isVisible()
+    assert "unprotected FedAvg" in window.verification.accuracy_legend.text()
+    assert "Compared with unprotected run" in window.verification.summary.text()

@@ -1,0 +1,82 @@
+"""The Settings page saves validated settings and creates keystore accounts; unexpected errors
+from any thread reach one dialog."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+from pytestqt.qtbot import QtBot
+
+from core.settings import load_settings
+
+from app.main_window import MainWindow
+from app.notifier import NOTIFIER
+from tests.app.gui import click, column, go_to, message_boxes, type_into
+
+
+def test_settings_are_validated_saved_and_shown_again(
+    qtbot: QtBot, open_window: Callable[[], MainWindow]
+) -> None:
+    window = open_window()
+    page = go_to(qtbot, window, "Settings")
+
+    type_into(qtbot, page.rpc_url, "ftp://ledger.example.org")
+    click(qtbot, page.save)
+    [box] = message_boxes(window)
+    assert "rpc_url" in box.text() and "http" in box.text()
+    assert page.saved.text() == "Not saved."
+    box.close()
+
+    type_into(qtbot, page.rpc_url, "http://10.0.0.5:8545")
+    type_into(qtbot, page.hospital_name, "St Mary Oncology")
+    type_into(qtbot, page.policy["min_cosine"], "-0.5")
+    click(qtbot, page.save)
+
+    saved = json.loads(window.model.settings.settings_file.read_text())
+    assert saved["rpc_url"] == "http://10.0.0.5:8545" and saved["hospital_name"] == "St Mary Oncology"
+    assert saved["policy"]["min_cosine"] == -0.5
+    federation = window.federation
+    assert federation.configured.isEnabled() and "http://10.0.0.5:8545" in federation.network_note.text()
+    window.close()
+
+    again = open_window()
+    assert again.settings.rpc_url.text() == "http://10.0.0.5:8545"
+    assert again.settings.policy["min_cosine"].value() == -0.5
+    assert load_settings(home=again.model.settings.home).hospital_name == "St Mary Oncology"
+
+
+def test_a_keystore_account_is_created_with_the_typed_password(qtbot: QtBot, window: MainWindow) -> None:
+    page = go_to(qtbot, window, "Settings")
+    type_into(qtbot, page.hospital_name, "St Mary")
+    type_into(qtbot, page.password, "correct horse battery")
+    type_into(qtbot, page.password_again, "correct horse batter")
+    click(qtbot, page.create_account)
+    [box] = message_boxes(window)
+    assert "differ" in box.text()
+    box.close()
+
+    type_into(qtbot, page.password_again, "correct horse battery")
+    click(qtbot, page.create_account)
+    qtbot.waitUntil(lambda: page.accounts.rowCount() == 1, timeout=30_000)
+
+    assert column(page.accounts, 0) == ["St-Mary"]
+    assert column(page.accounts, 1)[0].startswith("0x")
+    keyfile = window.model.settings.keystore_dir / "St-Mary.json"
+    assert "correct horse" not in keyfile.read_text()  # encrypted, not the password in clear
+    assert page.password.text() == ""
+
+
+def test_an_unexpected_error_in_a_thread_is_shown_in_one_dialog(qtbot: QtBot, window: MainWindow) -> None:
+    NOTIFIER.install()
+    try:
+        worker = threading.Thread(target=lambda: 1 / 0)
+        worker.start()
+        worker.join()
+        qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=5_000)
+    finally:
+        NOTIFIER.uninstall()
+    [box] = message_boxes(window)
+    assert "ZeroDivisionError" in box.text() and "recorded so far are kept" in box.text()
+    assert "Traceback" in box.detailedText()

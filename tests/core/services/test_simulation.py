@@ -1,0 +1,47 @@
+"""The simulation use case: each baseline aggregator runs, and state goes where it is told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.services.simulation import SimulationConfig, run_simulation
+from core.settings import load_settings
+from core.state.db import open_database
+from core.state.queries import list_federations, list_rounds
+
+
+@pytest.mark.parametrize("aggregator", ["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
+def test_each_aggregator_runs_a_round_and_is_recorded(aggregator: str, tmp_path: Path) -> None:
+    config = SimulationConfig(hospitals=4, malicious=1, attack="noise", rounds=1, aggregator=aggregator,
+                              verifier="none", local_epochs=2, ledger=False)
+    report = run_simulation(config, load_settings(home=tmp_path))
+
+    assert 0.0 <= report["final_accuracy"] <= 1.0
+    assert report["final_accuracy"] > report["initial_accuracy"] - 0.05
+    db = open_database(tmp_path / "medfedchain.db")
+    (federation,) = list_federations(db)
+    assert federation.config["aggregator"] == aggregator
+    (round_,) = list_rounds(db, federation.id)
+    assert round_.status == "finalized" and round_.global_hash == report["rounds"][0]["global_hash"]
+    db.close()
+
+
+def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "other" / "state.db"
+    settings = load_settings(home=tmp_path / "home", db=elsewhere)
+    run_simulation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1, ledger=False), settings)
+    assert elsewhere.is_file()
+    assert not (tmp_path / "home" / "medfedchain.db").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"hospitals": 0}, {"malicious": 1}, {"rounds": 0}, {"partition": "random"}, {"aggregator": "mean"},
+     {"verifier": "smpc"}, {"secure": True, "aggregator": "median"}, {"learning_rate": 3.0}],
+)
+def test_bad_configurations_are_refused_before_any_work(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        SimulationConfig(**kwargs)  # type: ignore[arg-type]
