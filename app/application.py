@@ -9,13 +9,12 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-from core.settings import Settings
-from core.state.db import open_database
-
 from app.main_window import MainWindow
 from app.model import AppModel
 from app.notifier import NOTIFIER
 from app.resources import icon, stylesheet
+from core.settings import Settings
+from core.state.db import open_database
 
 log = logging.getLogger(__name__)
 

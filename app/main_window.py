@@ -20,8 +20,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.state.queries import list_federations
-
 from app.model import AppModel
 from app.notifier import NOTIFIER, show_message
 from app.pages.data_page import DataPage
@@ -31,6 +29,7 @@ from app.pages.settings_page import SettingsPage
 from app.pages.training_page import TrainingPage
 from app.pages.verification_page import VerificationPage
 from app.resources import icon
+from core.state.queries import list_federations
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class MainWindow(QMainWindow):
                      "Your data and results recorded so far are kept. The details are in the log.",
                      detail=details, icon=QMessageBox.Icon.Critical)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: QCloseEvent) -> None:
         if self._closed:
             event.accept()
             return

@@ -11,10 +11,9 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
+from app.workers import Task, TaskRunner, Work
 from core.settings import Settings
 from core.state.db import Database, open_database
-
-from app.workers import Task, TaskRunner, Work
 
 log = logging.getLogger(__name__)
 

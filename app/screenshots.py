@@ -13,15 +13,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize
 
+from app.application import create_application, create_window
+from app.main_window import MainWindow
+from app.pages.federation_page import DEMO
 from core.progress import ignore_progress
 from core.services import datasets
 from core.settings import Settings
 from core.state.db import open_database
 from core.state.queries import list_datasets, list_federations, list_training_runs
-
-from app.application import create_application, create_window
-from app.main_window import MainWindow
-from app.pages.federation_page import DEMO
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run(*args: str, home: Path, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["MEDFED_HOME"] = str(home)
+    env.update(extra_env)
     return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -146,3 +147,44 @@ def test_a_users_own_attack_file_runs_through_the_attack_interface(tmp_path: Pat
     assert attacker["hospital"] == "hospital-3" and attacker["status"] == "rejected"
     norms = [s["norm"] / s["reference_norm"] for v, s in attacker["scores"].items() if v != "hospital-3"]
     assert min(norms) > 10  # the user's factor of 30 reached the submitted update
+
+
+@pytest.mark.slow
+def test_simulate_records_on_the_embedded_chain_by_default_and_audit_agrees(tmp_path: Path) -> None:
+    result = run("simulate", "--hospitals", "3", "--malicious", "1", "--attack", "scaling", "--rounds", "2",
+                 "--epochs", "2", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    audit = run("ledger", "audit", home=tmp_path, timeout=120)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "2 rounds compared with the local database" in audit.stdout
+    show = run("ledger", "show", home=tmp_path, timeout=120)
+    assert "model hospital-3" in show.stdout and "rejected" in show.stdout
+
+    # One changed byte of a global model's blob and the audit names it.
+    blob = sorted((tmp_path / "blobs").iterdir())[0]
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x01
+    blob.write_bytes(bytes(data))
+    tampered = run("ledger", "audit", home=tmp_path, timeout=120)
+    assert tampered.returncode == 10
+    assert blob.name[:12] in tampered.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.anvil
+def test_simulate_with_rpc_records_every_round_on_a_real_node(tmp_path: Path) -> None:
+    from ledger.anvil import AnvilNode
+
+    node = AnvilNode().start()
+    try:
+        result = run("simulate", "--hospitals", "3", "--malicious", "1", "--attack", "noise", "--rounds", "2",
+                     "--epochs", "2", "--rpc", node.url, home=tmp_path,
+                     MEDFED_KEYSTORE_PASSWORD="a hospital's own secret")
+        assert result.returncode == 0, result.stderr
+        audit = run("ledger", "audit", "--rpc", node.url, home=tmp_path, timeout=120,
+                    MEDFED_KEYSTORE_PASSWORD="a hospital's own secret")
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert "2 rounds" in audit.stdout
+        assert not (tmp_path / "ledger" / "chain").exists()  # nothing went to the embedded chain
+    finally:
+        node.stop()

@@ -25,14 +25,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.model import LOADING, AppModel
+from app.notifier import report_error
+from app.widgets import SERIES, item, local_time, plot, read_only_table
+from core.errors import CoreError
 from core.progress import CancelToken, ProgressSink
 from core.services import datasets
 from core.services.datasets import LoadedDataset, LoadRequest, TablePreview, Thumbnail
 from core.state.queries import DatasetView, list_datasets
-
-from app.model import LOADING, AppModel
-from app.notifier import report_error
-from app.widgets import SERIES, item, local_time, plot, read_only_table
 
 PREVIEW = "preview"
 MISSING_CHOICES = (("Refuse files with missing values", "error"), ("Drop rows with missing values", "drop_rows"))
@@ -229,7 +229,7 @@ class DataPage(QWidget):
             return
         try:
             preview = datasets.csv_preview(Path(path))
-        except Exception as exc:  # shown to the user; unexpected ones reach the notifier
+        except CoreError as exc:
             self.status.setText("The file could not be read.")
             report_error(self, "Could not read the table", exc)
             return

@@ -28,15 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.attacks.registry import attack_names
-from core.progress import CancelToken, Progress, ProgressSink, Stage
-from core.services import datasets
-from core.state.queries import FederationView, RoundView, list_datasets, list_federations, list_rounds
-
 from app.model import FEDERATION, AppModel
 from app.notifier import report_error
 from app.widgets import ACCEPTED, NEUTRAL, REJECTED, item, local_time, percent, read_only_table, short_hash
 from app.workers import Task
+from core.attacks.registry import attack_names
+from core.progress import CancelToken, Progress, ProgressSink, Stage
+from core.services import datasets
+from core.state.queries import FederationView, RoundView, list_datasets, list_federations, list_rounds
 
 AGGREGATORS = (("FedAvg (weighted mean)", "fedavg"), ("Krum", "krum"), ("Coordinate-wise median", "median"),
                ("Trimmed mean", "trimmed_mean"), ("FLTrust", "fltrust"))

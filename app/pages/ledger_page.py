@@ -24,12 +24,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.progress import CancelToken, ProgressSink
-from core.state.queries import list_federations, list_rounds
-
 from app.model import LEDGER, AppModel
 from app.notifier import report_error
 from app.widgets import ACCEPTED, REJECTED, item, read_only_table
+from core.progress import CancelToken, ProgressSink
+from core.state.queries import list_federations, list_rounds
 
 ALL_EVENTS = "All events"
 
@@ -148,7 +147,7 @@ class LedgerPage(QWidget):
         if self.isVisible():
             self.reload()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self._fill_recorded_models()
         if self._stale:

@@ -23,13 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.federation.policy import VerificationPolicy
-from core.progress import CancelToken, ProgressSink
-from core.settings import SMPC_PROTOCOLS, Settings, save_settings, update_settings
-
 from app.model import AppModel
 from app.notifier import report_error, show_message
 from app.widgets import item, read_only_table
+from core.errors import CoreError
+from core.federation.policy import VerificationPolicy
+from core.progress import CancelToken, ProgressSink
+from core.settings import SMPC_PROTOCOLS, Settings, save_settings, update_settings
 
 POLICY_FIELDS = {
     "max_accuracy_drop": ("Largest accuracy drop accepted", 0.0, 1.0, 0.01,
@@ -173,18 +173,14 @@ class SettingsPage(QWidget):
         if self.isVisible():
             self._show_accounts()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self._show_accounts()  # read when shown: the Ethereum account library loads only then
 
     def _show_accounts(self) -> None:
         from core.services import explorer
 
-        try:
-            accounts = explorer.list_accounts(self.model.settings)
-        except Exception as exc:  # a damaged keyfile is shown, the rest of the page still works
-            accounts = []
-            report_error(self, "Could not read the keystore", exc)
+        accounts = explorer.list_accounts(self.model.settings)
         self.accounts.setRowCount(len(accounts))
         for row, account in enumerate(accounts):
             self.accounts.setItem(row, 0, item(account.label))
@@ -208,7 +204,7 @@ class SettingsPage(QWidget):
         try:
             settings = self.edited()
             path = save_settings(settings)
-        except Exception as exc:  # ConfigError becomes a dialog; anything else reaches the notifier
+        except CoreError as exc:
             self.saved.setText("Not saved.")
             report_error(self, "The settings were not saved", exc)
             return
@@ -239,9 +235,10 @@ class SettingsPage(QWidget):
             return
         settings, password = self.model.settings, self.password.text()
         key = self.private_key.text() if import_key else None
+        label = explorer.account_label(self.hospital_name.text() or settings.hospital_name)
 
         def work(progress: ProgressSink, cancel: CancelToken) -> explorer.AccountView:
-            return explorer.create_account(settings, password, key)
+            return explorer.create_account(settings, password, key, label=label)
 
         # Encrypting with scrypt takes a moment: off the GUI thread like any other work.
         task = self.model.run("keystore", work)

@@ -18,13 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.progress import CancelToken, Progress, ProgressSink, Stage
-from core.state.queries import EpochView, TrainingRunView, list_datasets, list_training_runs
-
 from app.model import TRAINING, AppModel
 from app.notifier import report_error
-from app.workers import Task
 from app.widgets import SERIES, EvaluationPanel, item, local_time, percent, plot, read_only_table
+from app.workers import Task
+from core.progress import CancelToken, Progress, ProgressSink, Stage
+from core.state.queries import EpochView, TrainingRunView, list_datasets, list_training_runs
 
 NETWORKS = (("Automatic (by the kind of data)", None), ("1-D CNN for tables (tabular_cnn)", "tabular_cnn"),
             ("2-D CNN for images (image_cnn)", "image_cnn"))

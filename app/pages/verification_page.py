@@ -22,20 +22,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.model import FEDERATION, AppModel
+from app.notifier import report_error
+from app.widgets import ACCEPTED, REJECTED, SERIES, EvaluationPanel, percent, plot, short_hash
+from app.workers import Task
 from core.progress import CancelToken, Progress, ProgressSink
 from core.services.training import is_comparison_of, tested_models
 from core.state.queries import (
     FederationView,
     RoundView,
-        list_federations,
+    list_federations,
     list_rounds,
     status_ratio,
 )
-
-from app.model import FEDERATION, AppModel
-from app.notifier import report_error
-from app.widgets import ACCEPTED, REJECTED, SERIES, EvaluationPanel, percent, plot, short_hash
-from app.workers import Task
 
 SCORE_KEYS = ("accuracy", "margin", "cosine", "norm")
 
@@ -148,7 +147,7 @@ class VerificationPage(QWidget):
             self.federation.addItem(f"#{f.id} · {f.config.get('dataset', '')} · {len(f.hospitals)} hospitals, "
                                     f"{attackers} attacking ({f.config.get('attack', 'none')}) · {f.status}", f.id)
         index = self.federation.findData(current)
-        self.federation.setCurrentIndex(index if index >= 0 else 0)
+        self.federation.setCurrentIndex(max(index, 0))
         self.federation.blockSignals(False)
         self._show_selected()
 

@@ -14,11 +14,23 @@ from core.services import ledger_audit
 from core.settings import Settings
 from ledger.accounts import Keystore
 from ledger.client import LedgerEvent
+from ledger.errors import KeystoreError
 from ledger.explorer import BlockView, TransactionView
 
 __all__ = [
-    "AccountView", "AuditResult", "BlockView", "LedgerEvent", "TransactionView", "account_label", "audit",
-    "blocks", "create_account", "events", "list_accounts", "ledger_exists", "verify_model_hash",
+    "AccountView",
+    "AuditResult",
+    "BlockView",
+    "LedgerEvent",
+    "TransactionView",
+    "account_label",
+    "audit",
+    "blocks",
+    "create_account",
+    "events",
+    "ledger_exists",
+    "list_accounts",
+    "verify_model_hash",
 ]
 
 _HASH = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -62,9 +74,9 @@ def audit(settings: Settings) -> AuditResult:
     return ledger_audit.audit_ledger(settings)
 
 
-def account_label(settings: Settings) -> str:
-    """This hospital's keystore name: its name reduced to the characters a keyfile name allows."""
-    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", settings.hospital_name).strip("-.")[:64]
+def account_label(hospital_name: str) -> str:
+    """A hospital's keystore name: its name reduced to the characters a keyfile name allows."""
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", hospital_name).strip("-.")[:64]
     return label or "hospital"
 
 
@@ -72,7 +84,14 @@ def list_accounts(settings: Settings) -> list[AccountView]:
     """The accounts in the keystore folder (read without unlocking them)."""
     # Listing and reading addresses needs no password; a placeholder keeps Keystore's check happy.
     store = Keystore(settings.keystore_dir, "listing-only")
-    return [AccountView(label, store.address_of(label)) for label in store.labels()]
+    accounts = []
+    for label in store.labels():
+        try:
+            address = store.address_of(label)
+        except KeystoreError as exc:  # one damaged keyfile must not hide the others
+            address = f"unreadable: {exc.user_message}"
+        accounts.append(AccountView(label, address))
+    return accounts
 
 
 def create_account(settings: Settings, password: str, private_key: str | None = None,
@@ -86,6 +105,6 @@ def create_account(settings: Settings, password: str, private_key: str | None = 
         if not _KEY.match(text):
             raise ConfigError("A private key is 64 hexadecimal characters, optionally after 0x.")
         key = bytes.fromhex(text.removeprefix("0x"))
-    label = label or account_label(settings)
+    label = label or account_label(settings.hospital_name)
     account = Keystore(settings.keystore_dir, password).create(label, key)
     return AccountView(label, account.address)

@@ -22,13 +22,13 @@ from core.services.datasets import LoadRequest, load_and_record, load_recorded
 from core.settings import Settings
 from core.state.blobs import BlobStore
 from core.state.db import Database
-from core.state.models import RunStatus
-from core.state.models import EvaluationReport
-from core.state.queries import (  # noqa: I001 - _evaluation_view: see tested_models
+from core.state.models import EvaluationReport, RunStatus
+from core.state.queries import (
     Evaluation,
     EvaluationView,
     FederationView,
     TrainingRunView,
+    _evaluation_view,
     append_epoch,
     finish_training_run,
     get_federation,
@@ -37,7 +37,6 @@ from core.state.queries import (  # noqa: I001 - _evaluation_view: see tested_mo
     list_training_runs,
     record_evaluation,
     start_training_run,
-    _evaluation_view,
 )
 
 if TYPE_CHECKING:

@@ -15,10 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 from PySide6.QtCore import QThread
 
-from core.settings import Settings, load_settings
-
 from app.application import create_application, create_window
 from app.main_window import MainWindow
+from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.gui
 
@@ -57,12 +56,13 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def open_window(qtbot: object, settings: Settings) -> Iterator[Callable[[], MainWindow]]:
-    """Opens the app's main window on the test's data directory (as often as a test needs)."""
+    """Opens the app's main window on the test's data directory (as often as a test needs),
+    reading the settings afresh each time as a restarted app does."""
     windows: list[MainWindow] = []
 
     def open_() -> MainWindow:
         create_application()
-        window = create_window(settings)
+        window = create_window(load_settings(home=settings.home))
         qtbot.addWidget(window)  # type: ignore[attr-defined]
         window.show()
         qtbot.waitExposed(window)  # type: ignore[attr-defined]

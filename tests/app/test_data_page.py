@@ -10,9 +10,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from pytestqt.qtbot import QtBot
 
-from core.state.queries import list_datasets
-
 from app.main_window import MainWindow
+from core.state.queries import list_datasets
 from tests.app.gui import choose, click, column, go_to, load_bundled, message_boxes
 
 

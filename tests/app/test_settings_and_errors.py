@@ -9,10 +9,9 @@ from collections.abc import Callable
 
 from pytestqt.qtbot import QtBot
 
-from core.settings import load_settings
-
 from app.main_window import MainWindow
 from app.notifier import NOTIFIER
+from core.settings import load_settings
 from tests.app.gui import click, column, go_to, message_boxes, type_into
 
 

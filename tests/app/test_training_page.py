@@ -7,10 +7,9 @@ from collections.abc import Callable
 from PySide6.QtWidgets import QGroupBox
 from pytestqt.qtbot import QtBot
 
-from core.state.queries import list_training_runs
-
 from app.main_window import MainWindow
 from app.widgets import EvaluationPanel
+from core.state.queries import list_training_runs
 from tests.app.gui import click, column, go_to, load_bundled, type_into
 
 
@@ -93,3 +92,24 @@ def test_closing_and_reopening_restores_datasets_runs_and_curves(
     federated = results.findChild(EvaluationPanel, "federatedResult")
     assert local.summary.text() == summary.replace("run #1 on breast_cancer", "training run #1")
     assert federated.summary.text() == "No tested model yet."
+
+
+def test_closing_the_window_mid_training_keeps_the_epochs_done(
+    qtbot: QtBot, open_window: Callable[[], MainWindow]
+) -> None:
+    first = open_window()
+    load_bundled(qtbot, first)
+    page = go_to(qtbot, first, "Training")
+    type_into(qtbot, page.epochs, "300")
+    type_into(qtbot, page.batch_size, "4")
+    click(qtbot, page.train)
+    qtbot.waitUntil(lambda: _curve_lengths(first)["loss"] >= 2, timeout=60_000)
+
+    first.close()  # waits for the worker to stop and record how the run ended
+
+    again = open_window()
+    [run] = list_training_runs(again.model.db)
+    assert run.status == "cancelled" and len(run.history) >= 2
+    training = go_to(qtbot, again, "Training")
+    assert column(training.runs_table, 4) == ["cancelled"]
+    assert _curve_lengths(again)["loss"] == len(run.history)
