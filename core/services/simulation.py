@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from core.attacks.backdoor import BackdoorAttack
 from core.attacks.base import Attack
 from core.attacks.registry import create_attack
 from core.data.dataset import Dataset
@@ -185,7 +186,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         recorders.append(wiring.build_ledger_recorder(settings, rpc_url=config.rpc_url))
     evaluator = ModelEvaluator(spec)
     test = split.test
-    backdoor_test = attack.backdoor_test_set(test) if hasattr(attack, "backdoor_test_set") else None
+    backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
 
     def evaluate(weights: Weights) -> dict[str, float]:
         metrics = {"accuracy": evaluator.accuracy(weights, test)}

@@ -59,10 +59,9 @@ def build_ledger_recorder(settings: Settings, *, rpc_url: str | None = None) -> 
     from ledger.recorder import Web3Recorder
 
     url = rpc_url or settings.rpc_url
-    paths = {"keystore_dir": settings.keystore_dir, "blob_dir": settings.blob_dir}
     if url:
-        return Web3Recorder.rpc(settings.home, url, **paths)
-    return Web3Recorder.embedded(settings.home, **paths)
+        return Web3Recorder.rpc(settings.home, url, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
+    return Web3Recorder.embedded(settings.home, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
 
 
 def ensure_home(path: Path) -> Path:
