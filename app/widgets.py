@@ -105,18 +105,25 @@ class EvaluationPanel(QGroupBox):
         self.confusion.setToolTip("Rows: true class. Columns: predicted class.")
         matrix_label = QLabel("Confusion matrix (rows: true class, columns: predicted class)")
         matrix_label.setObjectName("caption")
+        self._matrix_label = matrix_label
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
         layout.addWidget(self.per_class)
         layout.addWidget(matrix_label)
         layout.addWidget(self.confusion)
         layout.addStretch(1)
+        self._tables_visible(False)
+
+    def _tables_visible(self, visible: bool) -> None:
+        for widget in (self.per_class, self._matrix_label, self.confusion):
+            widget.setVisible(visible)
 
     def set_evaluation(self, evaluation: EvaluationView | None, *, origin: str = "") -> None:
         self.per_class.setRowCount(0)
         self.confusion.clear()
         self.confusion.setRowCount(0)
         self.confusion.setColumnCount(0)
+        self._tables_visible(evaluation is not None)
         if evaluation is None:
             self.summary.setText("No tested model yet.")
             return

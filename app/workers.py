@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from core.errors import Cancelled
 from core.progress import CancelToken, Progress, ProgressSink
@@ -78,7 +78,8 @@ class TaskRunner(QObject):
         thread.setObjectName(task.name)
         task.moveToThread(thread)
         thread.started.connect(task.run)
-        task.done.connect(thread.quit)
+        # Direct: the worker ends its own thread's loop, even while the GUI thread waits in stop_all.
+        task.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         # A bound slot of this (GUI-thread) object, so the cleanup runs on the GUI thread.
         thread.finished.connect(self._thread_finished)
         self._running[task] = thread

@@ -53,15 +53,25 @@ def _case(architecture: str, batch_size: int, rows: int, players: Path | None, p
 
         def data(n: int, seed: int) -> Dataset:
             r = np.random.default_rng(seed)
-            return Dataset("bench", DataKind.TABLE, r.normal(size=(n, 30)).astype(np.float32),
-                           r.integers(0, 2, n), ("a", "b"))
+            return Dataset(
+                "bench",
+                DataKind.TABLE,
+                r.normal(size=(n, 30)).astype(np.float32),
+                r.integers(0, 2, n),
+                ("a", "b"),
+            )
     else:
         spec = image_cnn_spec((28, 28, 1), 2)
 
         def data(n: int, seed: int) -> Dataset:
             r = np.random.default_rng(seed)
-            return Dataset("bench", DataKind.IMAGE, r.uniform(size=(n, 28, 28, 1)).astype(np.float32),
-                           r.integers(0, 2, n), ("a", "b"))
+            return Dataset(
+                "bench",
+                DataKind.IMAGE,
+                r.uniform(size=(n, 28, 28, 1)).astype(np.float32),
+                r.integers(0, 2, n),
+                ("a", "b"),
+            )
 
     model = build_keras_model(spec, seed=0)
     glob = model.get_weights()
@@ -70,7 +80,9 @@ def _case(architecture: str, batch_size: int, rows: int, players: Path | None, p
     for i in range(hospitals):
         delta = [rng.normal(scale=0.02, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 100 + i, weights_hash(add(glob, delta))))
-    verifier, aggregator = build_secure_components(spec, protocol=protocol, players=players, batch_size=batch_size)
+    verifier, aggregator = build_secure_components(
+        spec, protocol=protocol, players=players, batch_size=batch_size
+    )
 
     # One candidate on one validation batch, warm: encrypted vs Keras `model(x)`.
     batch = data(batch_size, 1)
@@ -138,8 +150,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     for architecture in ("tabular_cnn", "image_cnn"):
-        cmd = [sys.executable, __file__, "--architecture", architecture, "--batch-size", str(args.batch_size),
-               "--rows", str(args.rows), "--protocol", args.protocol]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--architecture",
+            architecture,
+            "--batch-size",
+            str(args.batch_size),
+            "--rows",
+            str(args.rows),
+            "--protocol",
+            args.protocol,
+        ]
         if args.players:
             cmd += ["--players", str(args.players)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

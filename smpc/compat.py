@@ -26,11 +26,11 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.python.ops import while_v2  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.ops import while_v2
 
-from smpc.errors import CompatibilityError  # noqa: E402
+from smpc.errors import CompatibilityError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def _patch_onnx() -> None:
     except ImportError:  # the converter is never used by smpc; give it an empty mapping
         onnx = None
     try:
-        import onnx.mapping  # noqa: F401
+        import onnx.mapping
+
         return
     except ImportError:
         pass
@@ -165,7 +166,7 @@ def _import_tfe() -> types.ModuleType:
     try:
         import tf_encrypted
         from tf_encrypted.operations.secure_random import secure_random as secure_random_module
-    except Exception as exc:  # noqa: BLE001 - any import failure means the same thing to the user
+    except Exception as exc:
         raise CompatibilityError(
             "TF-Encrypted could not be loaded on this TensorFlow version.", detail=repr(exc)
         ) from exc

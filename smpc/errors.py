@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.errors import ModelError
+
 
 class SmpcError(Exception):
     """Base of every SMPC error; `user_message` is what the GUI and CLI show."""
@@ -18,8 +20,12 @@ class CompatibilityError(SmpcError):
     """TF-Encrypted could not be made to run on the installed TensorFlow."""
 
 
-class FixedPointOverflow(SmpcError):
-    """A value is too large to be represented in the fixed-point ring without wrapping."""
+class FixedPointOverflow(SmpcError, ModelError):
+    """A value is too large to be represented in the fixed-point ring without wrapping.
+
+    Also a `ModelError`, so the engine treats an out-of-range update as that hospital's failure
+    (as it treats NaN weights) instead of aborting the round.
+    """
 
     def __init__(self, user_message: str, *, what: str, max_abs: float, bound: float) -> None:
         super().__init__(user_message, detail=f"{what}: |value| {max_abs:.4g} > bound {bound:.4g}")

@@ -67,9 +67,9 @@ class FixedPointFormat:
                 bound=self.max_norm,
             )
 
-    def encode(self, values: np.ndarray, *, what: str, bound: float | None = None) -> np.ndarray:
-        """Integers representing `values`; raises FixedPointOverflow beyond the safe bound."""
-        arr = np.asarray(values, dtype=np.float64)
+    def check_range(self, values: np.ndarray, *, what: str, bound: float | None = None) -> None:
+        """Raises FixedPointOverflow unless every value lies strictly within the safe bound."""
+        arr = np.asarray(values)
         limit = self.max_abs if bound is None else bound
         peak = float(np.max(np.abs(arr))) if arr.size else 0.0
         if not np.isfinite(peak) or peak >= limit:
@@ -80,7 +80,11 @@ class FixedPointFormat:
                 max_abs=peak,
                 bound=limit,
             )
-        return np.rint(arr * self.scale).astype(np.int64)
+
+    def encode(self, values: np.ndarray, *, what: str, bound: float | None = None) -> np.ndarray:
+        """Integers representing `values`; raises FixedPointOverflow beyond the safe bound."""
+        self.check_range(values, what=what, bound=bound)
+        return np.rint(np.asarray(values, dtype=np.float64) * self.scale).astype(np.int64)
 
     def decode(self, encoded: np.ndarray | int, *, scaled: bool = True) -> np.ndarray:
         arr = np.asarray(encoded, dtype=np.int64).astype(np.float64)

@@ -28,7 +28,9 @@ def start_player(name: str, config: PlayerConfig):  # -> tf.distribute.Server
     from smpc.compat import initialize_rng_states, session_config
 
     if name == DRIVER or name not in config.names:
-        raise SmpcError(f"'{name}' is not a player in the players file; players are {', '.join(config.names)}.")
+        raise SmpcError(
+            f"'{name}' is not a player in the players file; players are {', '.join(config.names)}."
+        )
     device = config.device(name)
     server_config = session_config()
     try:
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_player(args.name, args.config)
     except SmpcError as exc:
-        print(exc.user_message if exc.detail is None else f"{exc.user_message} ({exc.detail})", file=sys.stderr)
+        print(
+            exc.user_message if exc.detail is None else f"{exc.user_message} ({exc.detail})", file=sys.stderr
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,18 @@ _PLAYER_ERRORS = (
     tf.errors.AbortedError,
     tf.errors.CancelledError,
 )
+
+
+def _close_bounded(sess: tf.compat.v1.Session, *, timeout_s: float) -> None:
+    """Closes a session without letting an unreachable player block the caller."""
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            sess.close()
+
+    closer = threading.Thread(target=close, name="smpc-session-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
 
 
 def _tfe_fixedpoint(fmt: FixedPointFormat) -> Any:
@@ -84,6 +96,17 @@ class CandidateScores:
     squared_norm: float
 
 
+@dataclass(frozen=True)
+class ValidatorGroup:
+    """Up to `capacity` validators scored together: their ids, what each knows of its own
+    correct count without SMPC, the shared own updates, and a fresh sharing of each batch."""
+
+    ids: list[str]
+    base_counts: dict[str, int]
+    ref_feed: dict
+    batch_feeds: Callable[[], Iterator[dict]]
+
+
 class _Slot:
     """Two share variables per weight tensor (one on each share-holding player)."""
 
@@ -108,7 +131,8 @@ class _Slot:
                     feeds.append(feed)
         self.assign = tf.group(*assigns)
         self.private = [
-            tfe.protocol.pond.PondPrivateVariable(prot, v0, v1, True) for v0, v1 in zip(self.vars0, self.vars1, strict=True)
+            tfe.protocol.pond.PondPrivateVariable(prot, v0, v1, True)
+            for v0, v1 in zip(self.vars0, self.vars1, strict=True)
         ]
         self.variables = [v.variable for v in (*self.vars0, *self.vars1)]
 
@@ -187,7 +211,7 @@ class SmpcSession:
     def close(self) -> None:
         with self._lock:
             if self._sess is not None:
-                self._sess.close()
+                _close_bounded(self._sess, timeout_s=5.0)
             self._sess = None
             self._held.clear()
 
@@ -282,8 +306,8 @@ class SmpcSession:
     def _drop_connection(self) -> None:
         """After a player failure nothing it held can be trusted: forget shares, reconnect later."""
         if self._sess is not None:
-            with contextlib.suppress(Exception):
-                self._sess.close()
+            # A remote session's close waits for every worker, the dead one included.
+            _close_bounded(self._sess, timeout_s=0.0)
         self._sess = None
         self._held.clear()
 
@@ -406,7 +430,9 @@ class SmpcSession:
                     reads.append(var)
         self.acc_update = tf.group(*updates)
         self.acc_reset = tf.group(*resets)
-        self.acc_read = reads
+        # The last batch of a group updates and reveals in one run.
+        with tf.control_dependencies([self.acc_update]):
+            self.acc_update_read = [tf.identity(v.read_value()) for v in reads]
         self.param_count = int(sum(np.prod(s) for s in self._shapes))
         self.ref_feed = self._placeholder_pair([c, self.param_count], "ref")
 
@@ -419,7 +445,9 @@ class SmpcSession:
             prot = self.prot
             with tf.name_scope(f"load{index}"):
                 ops = []
-                for layer_var, g, d in zip(self.net.weight_variables, self._global_slot.private, slot.private, strict=True):
+                for layer_var, g, d in zip(
+                    self.net.weight_variables, self._global_slot.private, slot.private, strict=True
+                ):
                     value = prot.add(g.read_value(), d.read_value())
                     shape = layer_var.shape.as_list()
                     with tf.device(prot.server_0.device_name):
@@ -439,7 +467,12 @@ class SmpcSession:
                 tiled = self._local(lambda t: tf.tile(tf.reshape(t, [1, -1]), [self.capacity, 1]), flat)
                 dots = prot.reduce_sum(prot.mul(refs, tiled), axis=1)
                 squares = prot.reduce_sum(prot.mul(flat, flat))
-                slot.similarity = [dots.share0.value, dots.share1.value, squares.share0.value, squares.share1.value]
+                slot.similarity = [
+                    dots.share0.value,
+                    dots.share1.value,
+                    squares.share0.value,
+                    squares.share1.value,
+                ]
             init = tf.compat.v1.variables_initializer(slot.variables)
         self._slots.append(slot)
         if self._sess is not None:
@@ -449,20 +482,22 @@ class SmpcSession:
     def _aggregation_program(self, n_slots: int) -> tuple[Any, Any, tf.Tensor]:
         """sum_k n_k * share_k on each share holder; the integer weights n_k are public."""
         if n_slots not in self._agg_cache:
-            with self._building():
-                with tf.name_scope(f"aggregate{n_slots}"):
-                    weights = tf.compat.v1.placeholder(tf.int64, [n_slots], name="sample_counts")
-                    sums = []
-                    for device, attr in ((self.prot.server_0.device_name, "vars0"), (self.prot.server_1.device_name, "vars1")):
-                        with tf.device(device):
-                            per_tensor = []
-                            for i in range(len(self._shapes)):
-                                terms = [
-                                    weights[s] * getattr(self._slots[s], attr)[i].variable.read_value()
-                                    for s in range(n_slots)
-                                ]
-                                per_tensor.append(tf.add_n(terms))
-                            sums.append(per_tensor)
+            with self._building(), tf.name_scope(f"aggregate{n_slots}"):
+                weights = tf.compat.v1.placeholder(tf.int64, [n_slots], name="sample_counts")
+                sums = []
+                for device, attr in (
+                    (self.prot.server_0.device_name, "vars0"),
+                    (self.prot.server_1.device_name, "vars1"),
+                ):
+                    with tf.device(device):
+                        per_tensor = []
+                        for i in range(len(self._shapes)):
+                            terms = [
+                                weights[s] * getattr(self._slots[s], attr)[i].variable.read_value()
+                                for s in range(n_slots)
+                            ]
+                            per_tensor.append(tf.add_n(terms))
+                        sums.append(per_tensor)
             self._agg_cache[n_slots] = (sums[0], sums[1], weights)
         return self._agg_cache[n_slots]
 
@@ -494,10 +529,16 @@ class SmpcSession:
                 free = [i for i in range(len(self._slots)) if i not in used]
                 index = free[0] if free else self._build_slot_index()
             slot = self._slots[index]
-            self.run(slot.assign, slot.feed([s[0] for s in shares], [s[1] for s in shares]), what="sharing an update")
+            self.run(
+                slot.assign,
+                slot.feed([s[0] for s in shares], [s[1] for s in shares]),
+                what="sharing an update",
+            )
             salt = new_salt()
             commitments = tuple(
-                share_commitment(salt, self._context(hospital_id, round_number, player), [s[p] for s in shares])
+                share_commitment(
+                    salt, self._context(hospital_id, round_number, player), [s[p] for s in shares]
+                )
                 for p, player in enumerate(self.player_names[:2])
             )
             held = HeldShares(hospital_id, round_number, index, salt, commitments)
@@ -526,35 +567,41 @@ class SmpcSession:
         with self._lock:
             self._held.clear()
 
-    def score_candidate(self, hospital_id: str, batches: Sequence[dict], refs: dict, groups: Sequence[Sequence[str]],
-                        base_counts: dict[str, int]) -> CandidateScores:
-        """Runs one held candidate on every prepared batch of every validator group."""
+    def score_candidate(self, hospital_id: str, groups: Sequence[ValidatorGroup]) -> CandidateScores:
+        """Runs one held candidate on every batch of every validator group: one run to load it,
+        one per batch, the last of a group also revealing that group's scores."""
         slot = self._slots[self.held(hospital_id).slot]
-        self.run(slot.load, what="loading a candidate")
         correct: dict[str, int] = {}
         margin: dict[str, float] = {}
         dot: dict[str, float] = {}
         squared = 0.0
-        for group, group_batches, group_refs in zip(groups, batches, refs["feeds"], strict=True):
-            self.run(self.acc_reset, what="scoring")
-            for feed in group_batches:
+        for index, group in enumerate(groups):
+            self.run(
+                [slot.load, self.acc_reset] if index == 0 else self.acc_reset, what="loading a candidate"
+            )
+            feeds = iter(group.batch_feeds())
+            feed = next(feeds)
+            for following in feeds:
                 self.run(self.acc_update, feed, what="scoring")
-            acc0, acc1 = self.run(self.acc_read, what="revealing scores")
+                feed = following
+            (acc0, acc1), (d0, d1, s0, s1) = self.run(
+                [self.acc_update_read, slot.similarity], {**feed, **group.ref_feed}, what="revealing scores"
+            )
             acc = reconstruct(acc0, acc1)
             counts, margin_sums = acc[:, 0], self.fmt.decode(acc[:, 1])
-            d0, d1, s0, s1 = self.run(slot.similarity, group_refs, what="comparing updates")
             dots = self.fmt.decode(reconstruct(d0, d1)) / self.fmt.scale
             squared = float(self.fmt.decode(reconstruct(s0, s1))) / self.fmt.scale
-            for col, validator_id in enumerate(group):
-                correct[validator_id] = int(base_counts[validator_id] + counts[col])
+            for col, validator_id in enumerate(group.ids):
+                correct[validator_id] = int(group.base_counts[validator_id] + counts[col])
                 margin[validator_id] = float(margin_sums[col])
                 dot[validator_id] = float(dots[col])
                 self.fmt.check_sum(dot[validator_id], what="update similarity", squared_scale=True)
         self.fmt.check_sum(squared, what="update norm", squared_scale=True)
         return CandidateScores(correct=correct, margin_sum=margin, dot=dot, squared_norm=squared)
 
-    def aggregate(self, hospital_ids: Sequence[str], commitments: Sequence[tuple[str, ...]],
-                  counts: Sequence[int]) -> list[np.ndarray]:
+    def aggregate(
+        self, hospital_ids: Sequence[str], commitments: Sequence[tuple[str, ...]], counts: Sequence[int]
+    ) -> list[np.ndarray]:
         """sum_k counts_k * delta_k (decoded), after checking each held share against its commitment,
         in one run so the shares checked are the shares summed."""
         with self._lock:
@@ -571,8 +618,12 @@ class SmpcSession:
             }
             result = self.run(fetches, {weights: slot_weights}, what="aggregating")
             for h, expected, (shares0, shares1) in zip(held, commitments, result["shares"], strict=True):
-                for p, (player, part) in enumerate(zip(self.player_names[:2], (shares0, shares1), strict=True)):
-                    actual = share_commitment(h.salt, self._context(h.hospital_id, h.round_number, player), part)
+                for p, (player, part) in enumerate(
+                    zip(self.player_names[:2], (shares0, shares1), strict=True)
+                ):
+                    actual = share_commitment(
+                        h.salt, self._context(h.hospital_id, h.round_number, player), part
+                    )
                     if p >= len(expected) or actual != expected[p]:
                         raise CommitmentMismatch(
                             f"The update held for hospital {h.hospital_id} does not match its recorded "

@@ -9,9 +9,10 @@ own data and update and are computed locally in plaintext.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from core.models.weights import Weights, add, as_weights, check_compatible, flat
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 from smpc.errors import SmpcError
 from smpc.fixedpoint import share
-from smpc.session import SmpcSession
+from smpc.session import SmpcSession, ValidatorGroup
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class SmpcVerifier(Verifier):
         for c in candidates:
             self.session.held(c.hospital_id)  # refuses candidates that were never committed
         references = {v.hospital_id: self._reference(v) for v in validators}
-        groups, batches, refs, base = self._prepare(validators)
+        groups = self._prepare(validators)
         matrix: ScoreMatrix = {}
         for index, candidate in enumerate(candidates):
             cancel.raise_if_cancelled()
@@ -101,7 +102,7 @@ class SmpcVerifier(Verifier):
                     hospital_id=candidate.hospital_id,
                 )
             )
-            result = self.session.score_candidate(candidate.hospital_id, batches, refs, groups, base)
+            result = self.session.score_candidate(candidate.hospital_id, groups)
             cand_norm = math.sqrt(max(result.squared_norm, 0.0))
             for v in validators:
                 ref_acc, ref_norm, ref_margin = references[v.hospital_id]
@@ -119,7 +120,9 @@ class SmpcVerifier(Verifier):
                     margin=result.margin_sum[v.hospital_id] / ((k - 1) * n),
                     reference_margin=ref_margin,
                 )
-        progress(Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0, round_number=self._round))
+        progress(
+            Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0, round_number=self._round)
+        )
         return matrix
 
     def _reference(self, validator: ValidatorInput) -> tuple[float, float, float]:
@@ -130,74 +133,82 @@ class SmpcVerifier(Verifier):
         accuracy = float(np.mean(np.argmax(logits, axis=1) == data.y))
         return accuracy, norm(validator.own_delta), mean_margin(logits, data.y)
 
-    def _prepare(
-        self, validators: Sequence[ValidatorInput]
-    ) -> tuple[list[list[str]], list[list[dict]], dict, dict[str, int]]:
-        """Each validator shares its split and its own update; rows of up to `capacity` validators
-        share batches, labels enter as per-validator signed columns so counts stay separate."""
+    def _prepare(self, validators: Sequence[ValidatorInput]) -> list[ValidatorGroup]:
+        """Each validator shares its own update now and its rows batch by batch, freshly for each
+        candidate, so memory stays one batch whatever the size of the splits. Rows of up to
+        `capacity` validators share batches; per-validator label columns keep counts apart."""
         sess = self.session
-        fmt, b, cap, k = sess.fmt, sess.batch_size, sess.capacity, sess.spec.num_classes
-        groups = [list(validators[i : i + cap]) for i in range(0, len(validators), cap)]
-        all_batches: list[list[dict]] = []
-        ref_feeds: list[dict] = []
-        base: dict[str, int] = {}
-        for group in groups:
-            xs0, xs1, owners, labels = [], [], [], []
+        fmt, cap = sess.fmt, sess.capacity
+        groups = []
+        for start in range(0, len(validators), cap):
+            group = list(validators[start : start + cap])
             refs = np.zeros((cap, sess.param_count), np.int64)
             for col, v in enumerate(group):
                 data = v.validation
+                what = f"validation data of hospital {v.hospital_id}"
                 if tuple(data.input_shape) != tuple(sess.spec.input_shape):
                     raise SmpcError(
                         f"The validation data of hospital {v.hospital_id} does not fit the model's input.",
                         detail=f"{data.input_shape} vs {sess.spec.input_shape}",
                     )
-                s0, s1 = share(fmt.encode(data.x, what=f"validation data of hospital {v.hospital_id}"))
-                xs0.append(s0)
-                xs1.append(s1)
-                owners.append(np.full(data.num_samples, col))
-                labels.append(np.asarray(data.y, np.int64))
-                base[v.hospital_id] = int(np.sum(data.y == 0)) if k == 2 else 0
+                fmt.check_range(data.x, what=what)
                 own = flatten(v.own_delta)
                 fmt.check_norm(own, what=f"own update of hospital {v.hospital_id}")
                 refs[col] = fmt.encode(own, what=f"own update of hospital {v.hospital_id}")
-            x0, x1 = np.concatenate(xs0), np.concatenate(xs1)
-            owner, y = np.concatenate(owners), np.concatenate(labels)
-            rows = len(y)
-            padded = -(-rows // b) * b
-            pad = padded - rows
-            if pad:
-                zeros = np.zeros((pad, *x0.shape[1:]), np.int64)
-                x0, x1 = np.concatenate([x0, zeros]), np.concatenate([x1, zeros])
-            member = np.zeros((cap, padded), np.int64)
-            member[owner, np.arange(rows)] = 1
-            w = member * (2 * np.pad(y, (0, pad)) - 1)[None, :] if k == 2 else member
-            w0, w1 = share(w)
-            # Margin coefficients: (k-1) on the true class, -1 on the others, per owner column.
-            coeff = np.zeros((cap, padded, k), np.int64)
-            coeff[owner, np.arange(rows), :] = -1
-            coeff[owner, np.arange(rows), y] = k - 1
-            a0, a1 = share(coeff.reshape(cap, padded * k))
-            if k > 2:
-                onehot = np.zeros((padded, k), np.int64)
-                onehot[np.arange(rows), y] = 1
-                y0, y1 = share(onehot)
-                yf0, yf1 = share(onehot * fmt.scale)
-            batches = []
-            for start in range(0, padded, b):
-                sl = slice(start, start + b)
-                feed = {
-                    sess.x_feed[0]: x0[sl],
-                    sess.x_feed[1]: x1[sl],
-                    sess.w_feed[0]: w0[:, sl],
-                    sess.w_feed[1]: w1[:, sl],
-                    sess.a_feed[0]: a0[:, start * k : (start + b) * k],
-                    sess.a_feed[1]: a1[:, start * k : (start + b) * k],
-                }
-                if k > 2:
-                    feed.update({sess.y_feed[0]: y0[sl], sess.y_feed[1]: y1[sl],
-                                 sess.yfix_feed[0]: yf0[sl], sess.yfix_feed[1]: yf1[sl]})
-                batches.append(feed)
             r0, r1 = share(refs)
-            all_batches.append(batches)
-            ref_feeds.append({sess.ref_feed[0]: r0, sess.ref_feed[1]: r1})
-        return [[v.hospital_id for v in g] for g in groups], all_batches, {"feeds": ref_feeds}, base
+            k = sess.spec.num_classes
+            groups.append(
+                ValidatorGroup(
+                    ids=[v.hospital_id for v in group],
+                    base_counts={
+                        v.hospital_id: int(np.sum(v.validation.y == 0)) if k == 2 else 0 for v in group
+                    },
+                    ref_feed={sess.ref_feed[0]: r0, sess.ref_feed[1]: r1},
+                    batch_feeds=functools.partial(self._batch_feeds, group),
+                )
+            )
+        return groups
+
+    def _batch_feeds(self, group: Sequence[ValidatorInput]) -> Iterator[dict]:
+        """Feeds of each batch: the rows' shares, and per validator column the signed labels
+        (k = 2) or membership (k > 2), margin coefficients and, for k > 2, one-hot labels."""
+        sess = self.session
+        fmt, b, cap, k = sess.fmt, sess.batch_size, sess.capacity, sess.spec.num_classes
+        owner = np.concatenate([np.full(v.validation.num_samples, col) for col, v in enumerate(group)])
+        local = np.concatenate([np.arange(v.validation.num_samples) for v in group])
+        for start in range(0, len(owner), b):
+            rows = slice(start, min(start + b, len(owner)))
+            n = rows.stop - rows.start
+            x = np.zeros((b, *sess.spec.input_shape), np.float64)
+            y = np.zeros(b, np.int64)
+            for col in np.unique(owner[rows]):
+                at = np.flatnonzero(owner[rows] == col)
+                data = group[col].validation
+                x[at] = data.x[local[rows][at]]
+                y[at] = data.y[local[rows][at]]
+            member = np.zeros((cap, b), np.int64)
+            member[owner[rows], np.arange(n)] = 1
+            w = member * (2 * y - 1)[None, :] if k == 2 else member
+            coeff = np.zeros((cap, b, k), np.int64)
+            coeff[owner[rows], np.arange(n), :] = -1
+            coeff[owner[rows], np.arange(n), y[:n]] = k - 1
+            x0, x1 = share(fmt.encode(x, what="validation data"))
+            w0, w1 = share(w)
+            a0, a1 = share(coeff.reshape(cap, b * k))
+            feed = {
+                sess.x_feed[0]: x0,
+                sess.x_feed[1]: x1,
+                sess.w_feed[0]: w0,
+                sess.w_feed[1]: w1,
+                sess.a_feed[0]: a0,
+                sess.a_feed[1]: a1,
+            }
+            if k > 2:
+                onehot = np.zeros((b, k), np.int64)
+                onehot[np.arange(n), y[:n]] = 1
+                y0, y1 = share(onehot)
+                f0, f1 = share(onehot * fmt.scale)
+                feed.update(
+                    {sess.y_feed[0]: y0, sess.y_feed[1]: y1, sess.yfix_feed[0]: f0, sess.yfix_feed[1]: f1}
+                )
+            yield feed

@@ -35,6 +35,7 @@ from core.services.datasets import LoadedDataset, LoadRequest, TablePreview, Thu
 from core.state.queries import DatasetView, list_datasets
 
 PREVIEW = "preview"
+THUMBNAIL = 84  # pixels
 MISSING_CHOICES = (("Refuse files with missing values", "error"), ("Drop rows with missing values", "drop_rows"))
 
 
@@ -113,7 +114,8 @@ class DataPage(QWidget):
         self.preview_table.setObjectName("previewTable")
         self.thumbnails = QListWidget(objectName="thumbnailList")
         self.thumbnails.setViewMode(QListView.ViewMode.IconMode)
-        self.thumbnails.setIconSize(QSize(72, 72))
+        self.thumbnails.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
+        self.thumbnails.setGridSize(QSize(THUMBNAIL + 24, THUMBNAIL + 28))
         self.thumbnails.setResizeMode(QListView.ResizeMode.Adjust)
         self.thumbnails.setMovement(QListView.Movement.Static)
         self.empty = QLabel("Nothing to preview yet.", alignment=Qt.AlignmentFlag.AlignCenter)
@@ -358,11 +360,13 @@ class DataPage(QWidget):
 
 
 def _pixmap(pixels: np.ndarray) -> QPixmap:
-    """An 8-bit grayscale or RGB array as a pixmap (the array is copied)."""
+    """An 8-bit grayscale or RGB array as a thumbnail-sized pixmap (the array is copied)."""
     data = np.ascontiguousarray(pixels)
     height, width = data.shape[:2]
     if data.ndim == 2:
         image = QImage(data.data, width, height, width, QImage.Format.Format_Grayscale8)
     else:
         image = QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(image.copy())
+    # Nearest-neighbour upscaling keeps a 28x28 scan's pixels sharp instead of blurring them.
+    return QPixmap.fromImage(image.copy()).scaled(THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
+                                                  Qt.TransformationMode.FastTransformation)

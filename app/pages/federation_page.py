@@ -35,6 +35,7 @@ from app.workers import Task
 from core.attacks.registry import attack_names
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 from core.services import datasets
+from core.settings import update_settings
 from core.state.queries import FederationView, RoundView, list_datasets, list_federations, list_rounds
 
 AGGREGATORS = (("FedAvg (weighted mean)", "fedavg"), ("Krum", "krum"), ("Coordinate-wise median", "median"),
@@ -151,9 +152,9 @@ class FederationPage(QWidget):
         QVBoxLayout(participants_box).addWidget(self.participants)
         self.timeline = QTreeWidget(objectName="timelineTree")
         self.timeline.setHeaderLabels(["Step", "State", "Time", "Detail"])
-        self.timeline.setColumnWidth(0, 280)
-        self.timeline.setColumnWidth(1, 90)
-        self.timeline.setColumnWidth(2, 70)
+        self.timeline.setColumnWidth(0, 240)
+        self.timeline.setColumnWidth(1, 75)
+        self.timeline.setColumnWidth(2, 55)
         timeline_box = QGroupBox("Timeline of the rounds")
         QVBoxLayout(timeline_box).addWidget(self.timeline)
         self.log = QPlainTextEdit(objectName="eventLog", readOnly=True)
@@ -169,7 +170,7 @@ class FederationPage(QWidget):
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([600, 760])
         QVBoxLayout(self).addWidget(splitter)
 
         self.hospitals.valueChanged.connect(lambda n: self.attackers.setMaximum(n - 1))
@@ -259,6 +260,9 @@ class FederationPage(QWidget):
     def _start(self, demo: bool = False) -> None:
         values = self._config_values()
         db, settings = self.model.db, self.model.settings
+        if not self.configured.isChecked():
+            # Embedded means embedded: not the node or players configured for the real network.
+            settings = update_settings(settings, rpc_url=None, smpc_players=None)
 
         def work(progress: ProgressSink, cancel: CancelToken) -> int:
             from core.services.simulation import SimulationConfig, run_simulation
@@ -316,8 +320,9 @@ class FederationPage(QWidget):
         if event.stage is Stage.TRAINING and event.values:  # one hospital's epoch
             participant = self._participants.get(event.hospital_id or "")
             if participant is not None:
-                participant.status = "training"
-                participant.detail = event.message
+                finished = (event.fraction or 0.0) >= 1.0
+                participant.status = "trained" if finished else "training"
+                participant.detail = event.message + (" · waiting for the others" if finished else "")
                 self._show_participants()
             return
         if event.stage is Stage.VERIFICATION and event.fraction not in (None, 0.0):
@@ -353,8 +358,9 @@ class FederationPage(QWidget):
             self._step(number, event.stage, event.message)
             base = {Stage.TRAINING: 0.0, Stage.COMMITMENT: 0.35, Stage.VERIFICATION: 0.4, Stage.VOTING: 0.7,
                     Stage.AGGREGATION: 0.8, Stage.RECORDING: 0.9}[event.stage]
-            self._set_round_progress(number, base + (0.35 * (event.fraction or 0.0)
-                                                     if event.stage is Stage.TRAINING else 0.0))
+            # Only a hospital's training event carries how far the round's training has got.
+            within = 0.35 * (event.fraction or 0.0) if event.stage is Stage.TRAINING and event.hospital_id else 0.0
+            self._set_round_progress(number, base + within)
 
     def _set_round_progress(self, number: int | None, within: float) -> None:
         if number is None:
@@ -547,6 +553,24 @@ class FederationPage(QWidget):
             parent.setExpanded(round_ is last)
         self.status.setText(f"Run #{federation.id}: {federation.status}"
                             + (f" ({federation.message})" if federation.message else "") + ".")
+        finished = federation.rounds_finalized / max(int(federation.config.get("rounds", 1)), 1)
+        self.progress.setValue(int(100 * min(finished, 1.0)))
+        self.log.clear()
+        self.log.appendPlainText(f"Run #{federation.id} started {local_time(federation.started_at)}: {federation.name}.")
+        for round_ in rounds:
+            accepted = sum(1 for m in round_.models if m.status == "accepted")
+            if round_.status == "finalized":
+                self.log.appendPlainText(f"Round {round_.number} finalised: {accepted} of {len(round_.models)} updates "
+                                         f"accepted, global accuracy {percent(round_.accuracy)}, model "
+                                         f"{short_hash(round_.global_hash)}.")
+            else:
+                self.log.appendPlainText(f"Round {round_.number} {round_.status}"
+                                         + (f": {round_.abort_reason}" if round_.abort_reason else "."))
+            for failure in round_.failures:
+                self.log.appendPlainText(f"  {failure.hospital_id} failed at {failure.stage}: {failure.message}")
+        self.log.appendPlainText(f"Run {federation.status}"
+                                 + (f" at {local_time(federation.finished_at)}" if federation.finished_at else "")
+                                 + (f": {federation.message}" if federation.message else "") + ".")
 
     @staticmethod
     def _describe_round(parent: QTreeWidgetItem, round_: RoundView) -> None:

@@ -125,7 +125,7 @@ class LedgerPage(QWidget):
         self.audit_button.clicked.connect(self._audit)
         self.verify_button.clicked.connect(self._verify)
         self.hash_edit.returnPressed.connect(self._verify)
-        self.recorded_models.activated.connect(self._pick_model)
+        self.recorded_models.currentIndexChanged.connect(self._pick_model)
         self.event_filter.currentTextChanged.connect(self._show_events)
         model.federations_changed.connect(self._changed)
         model.settings_changed.connect(self._changed)

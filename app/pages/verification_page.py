@@ -67,16 +67,18 @@ class VerificationPage(QWidget):
         top.addWidget(self.compare_progress)
 
         self.tree = QTreeWidget(objectName="candidatesTree")
-        self.tree.setHeaderLabels(["Round / candidate / validator", "Status", "Accept / reject", "Accuracy",
+        self.tree.setHeaderLabels(["Round · candidate · vote", "Status", "Votes", "Accuracy",
                                    "Margin", "Cosine", "Norm", "Model"])
-        self.tree.setColumnWidth(0, 270)
-        for column, width in ((1, 80), (2, 110), (3, 70), (4, 60), (5, 60), (6, 60)):
+        self.tree.headerItem().setToolTip(2, "Accept / reject votes, of all registered hospitals")
+        self.tree.headerItem().setToolTip(3, "Mean over the validators: accuracy on their validation splits")
+        self.tree.setColumnWidth(0, 200)
+        for column, width in ((1, 72), (2, 92), (3, 70), (4, 58), (5, 58), (6, 58)):
             self.tree.setColumnWidth(column, width)
         self.tree.setAlternatingRowColors(True)
         candidates_box = QGroupBox("Candidate models per round (expand a candidate to see each hospital's vote)")
         QVBoxLayout(candidates_box).addWidget(self.tree)
 
-        self.accuracy_plot = plot("Global accuracy per round", "accuracy on held-out test data", "round")
+        self.accuracy_plot = plot("Global accuracy per round (held-out test data)", "accuracy", "round")
         self.accuracy_plot.setObjectName("accuracyBars")
         self.accuracy_plot.setYRange(0, 1)
         self.with_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=SERIES[0])
@@ -114,11 +116,11 @@ class VerificationPage(QWidget):
         upper = QSplitter()
         upper.addWidget(candidates_box)
         upper.addWidget(charts)
-        upper.setSizes([700, 520])
+        upper.setSizes([690, 560])
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(upper)
         vertical.addWidget(results_box)
-        vertical.setSizes([470, 400])
+        vertical.setSizes([540, 330])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.summary)

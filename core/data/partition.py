@@ -60,6 +60,22 @@ def _stratified_order(indices: np.ndarray, y: np.ndarray, rng: np.random.Generat
     return indices[np.lexsort((tie_break, keys))]
 
 
+def _deal_stratified(pool: np.ndarray, y: np.ndarray, num_hospitals: int,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """Deals each class's members round-robin, continuing where the previous class stopped, so
+    shares are equal (+-1) and stratified whatever the number of hospitals. (Dealing the
+    class-interleaved pool itself would hand every hospital one class when the class period
+    divides the number of hospitals.)"""
+    hands: list[list[int]] = [[] for _ in range(num_hospitals)]
+    dealt = 0
+    labels = y[pool]
+    for c in np.unique(labels):
+        for index in pool[labels == c]:
+            hands[dealt % num_hospitals].append(int(index))
+            dealt += 1
+    return [rng.permutation(np.array(hand, dtype=np.int64)) for hand in hands]
+
+
 def _validation_size(n: int, fraction: float) -> int:
     return max(MIN_VALIDATION_SAMPLES, int(round(fraction * n)))
 
@@ -170,8 +186,7 @@ def partition(
     pool = everything[n_test:]
 
     if scheme == "iid":
-        # Dealing the class-interleaved pool round-robin keeps shares equal (+-1) and stratified.
-        shares = [pool[h::num_hospitals] for h in range(num_hospitals)]
+        shares = _deal_stratified(pool, dataset.y, num_hospitals, rng)
         if not all(_fits(s.size, validation_fraction, min_samples) for s in shares):
             raise DataError(
                 f"Dataset '{dataset.name}' is too small for {num_hospitals} hospitals with at least "

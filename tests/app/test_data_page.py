@@ -98,3 +98,28 @@ def test_a_damaged_npz_archive_is_refused_and_nothing_is_recorded(
     assert "pathmnist.npz" in box.text()
     assert "nothing was recorded" in page.status.text()
     assert list_datasets(window.model.db) == []
+
+
+def test_an_image_folder_is_shown_as_thumbnails_per_class(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for label, brightness in (("benign", 60), ("malignant", 190)):
+        folder = tmp_path / "scans" / label
+        folder.mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(brightness, 20, size=(16, 16)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{label}-{i}.png")
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "scans"))
+    page = go_to(qtbot, window, "Data")
+
+    click(qtbot, page.open_images)
+
+    qtbot.waitUntil(lambda: page.thumbnails.count() > 0, timeout=20_000)
+    assert page.preview.currentWidget() is page.thumbnails
+    labels = [page.thumbnails.item(i).text() for i in range(page.thumbnails.count())]
+    assert labels == ["benign"] * 8 + ["malignant"] * 8
+    [recorded] = list_datasets(window.model.db)
+    assert (recorded.kind, recorded.samples) == ("image", 24)

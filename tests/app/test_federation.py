@@ -65,6 +65,16 @@ def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
     qtbot.waitUntil(ledger.audit_button.isEnabled, timeout=LONG)
     click(qtbot, ledger.audit_button)
     qtbot.waitUntil(lambda: "audit passed" in ledger.audit_result.text(), timeout=LONG)
+
+    ledger.tabs.setCurrentIndex(2)
+    choose(qtbot, ledger.recorded_models, "run #")  # the round's global model, as recorded here
+    assert len(ledger.hash_edit.text()) == 64
+    qtbot.waitUntil(ledger.verify_button.isEnabled, timeout=LONG)
+    click(qtbot, ledger.verify_button)
+    qtbot.waitUntil(lambda: "is recorded on the ledger" in ledger.verify_result.text(), timeout=LONG)
+    type_into(qtbot, ledger.hash_edit, "ab" * 32)
+    click(qtbot, ledger.verify_button)
+    qtbot.waitUntil(lambda: "not on the ledger" in ledger.verify_result.text(), timeout=LONG)
     window.close()
 
     again = open_window()
@@ -97,3 +107,22 @@ def test_first_start_offers_the_demo_and_ends_on_the_verdicts_with_a_comparison(
     assert window.verification.without_bars.isVisible()
     assert "unprotected FedAvg" in window.verification.accuracy_legend.text()
     assert "Compared with unprotected run" in window.verification.summary.text()
+
+
+def test_a_secure_round_verifies_and_aggregates_inside_smpc(qtbot: QtBot, window: MainWindow) -> None:
+    page = go_to(qtbot, window, "Federation")
+    type_into(qtbot, page.hospitals, "3")
+    type_into(qtbot, page.attackers, "1")
+    type_into(qtbot, page.rounds, "1")
+    type_into(qtbot, page.local_epochs, "2")
+    click(qtbot, page.secure)
+    assert page.secure.isChecked() and not page.aggregator.isEnabled()
+
+    click(qtbot, page.start)
+    qtbot.waitUntil(lambda: "completed" in page.status.text(), timeout=4 * LONG)
+
+    round_item = page.timeline.topLevelItem(0)
+    steps = [round_item.child(i).text(0) for i in range(round_item.childCount())]
+    assert "Encrypted verification (SMPC)" in steps and "Secure aggregation (SMPC)" in steps
+    assert column(page.participants, 2) == ["accepted", "accepted", "rejected"]
+    assert column(page.runs, 3) == ["SMPC"]

@@ -40,7 +40,9 @@ def tabular_data(n: int, seed: int, features: int = 12) -> Dataset:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     x = rng.normal(size=(n, features)) + np.outer(2 * y - 1, np.linspace(1.0, 0.0, features))
-    return Dataset(f"tab{seed}", DataKind.TABLE, x.astype(np.float32), y.astype(np.int64), ("benign", "malignant"))
+    return Dataset(
+        f"tab{seed}", DataKind.TABLE, x.astype(np.float32), y.astype(np.int64), ("benign", "malignant")
+    )
 
 
 def image_data(n: int, seed: int, size: int = 16, classes: int = 3) -> Dataset:
@@ -51,10 +53,14 @@ def image_data(n: int, seed: int, size: int = 16, classes: int = 3) -> Dataset:
         band = slice(c * size // classes, (c + 1) * size // classes)
         x[y == c, band, :, :] += 0.5
     names = tuple(f"class{c}" for c in range(classes))
-    return Dataset(f"img{seed}", DataKind.IMAGE, np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64), names)
+    return Dataset(
+        f"img{seed}", DataKind.IMAGE, np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64), names
+    )
 
 
-def build(kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACKS), val_rows: int = 30) -> Scenario:
+def build(
+    kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACKS), val_rows: int = 30
+) -> Scenario:
     """One round: `honest` hospitals and one attacker per attack, all trained from a shared
     global model that is itself trained a little, as in a later round."""
     if kind == "tabular":
@@ -62,7 +68,9 @@ def build(kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACK
     else:
         spec, make = image_cnn_spec((16, 16, 1), 3), image_data
     config = TrainingConfig(epochs=2, batch_size=16, learning_rate=3e-3, seed=0)
-    global_weights = train_model(spec, make(120, seed=99), config, initial_weights=initial_weights(spec, 0)).weights
+    global_weights = train_model(
+        spec, make(120, seed=99), config, initial_weights=initial_weights(spec, 0)
+    ).weights
     names = [f"h{i}" for i in range(honest)] + list(attacks)
     trained: dict[str, tuple[Dataset, Weights]] = {}
     for i, name in enumerate(names):
@@ -70,8 +78,12 @@ def build(kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACK
         attack = ATTACKS.get(name)
         rng = np.random.default_rng(i)
         data = attack.poison_data(train, rng) if attack else train
-        weights = train_model(spec, data, TrainingConfig(epochs=2, batch_size=16, learning_rate=3e-3, seed=i),
-                              initial_weights=global_weights).weights
+        weights = train_model(
+            spec,
+            data,
+            TrainingConfig(epochs=2, batch_size=16, learning_rate=3e-3, seed=i),
+            initial_weights=global_weights,
+        ).weights
         trained[name] = (train, subtract(weights, global_weights))
     candidates = []
     for i, name in enumerate(names):
@@ -79,8 +91,12 @@ def build(kind: str, *, honest: int = 3, attacks: tuple[str, ...] = tuple(ATTACK
         attack = ATTACKS.get(name)
         if attack:
             ctx = AttackContext(
-                round_number=2, num_hospitals=len(names), global_weights=global_weights, spec=spec,
-                train_data=train, honest_delta=delta,
+                round_number=2,
+                num_hospitals=len(names),
+                global_weights=global_weights,
+                spec=spec,
+                train_data=train,
+                honest_delta=delta,
                 peer_deltas=[trained[n][1] for n in names if n != name],
                 rng=np.random.default_rng(100 + i),
             )

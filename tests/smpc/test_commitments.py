@@ -74,7 +74,15 @@ def test_tampered_or_foreign_commitments_are_refused(round_) -> None:
     with pytest.raises(CommitmentMismatch):
         aggregator.aggregate(glob, [cand], [dataclasses.replace(commitment, model_hash="f" * 64)])
     with pytest.raises(CommitmentMismatch):
-        aggregator.aggregate(glob, [candidate("never-committed")], [dataclasses.replace(commitment, hospital_id="never-committed", model_hash=candidate("x").model_hash)])
+        aggregator.aggregate(
+            glob,
+            [candidate("never-committed")],
+            [
+                dataclasses.replace(
+                    commitment, hospital_id="never-committed", model_hash=candidate("x").model_hash
+                )
+            ],
+        )
     # The genuine commitment still aggregates: the refusals changed nothing.
     result = aggregator.aggregate(glob, [cand], [commitment])
     np.testing.assert_allclose(result[0], glob[0] + cand.delta[0], atol=1e-4)
@@ -84,7 +92,12 @@ def test_scoring_an_uncommitted_candidate_is_refused(round_) -> None:
     verifier, _, _, candidate = round_
     cand = candidate("ghost")
     with pytest.raises(CommitmentMismatch):
-        verifier.score([cand], [ValidatorInput("v", tabular_data(10, seed=2), cand.delta)], ignore_progress, CancelToken())
+        verifier.score(
+            [cand],
+            [ValidatorInput("v", tabular_data(10, seed=2), cand.delta)],
+            ignore_progress,
+            CancelToken(),
+        )
 
 
 def test_out_of_range_update_or_data_raise_fixed_point_overflow(round_) -> None:

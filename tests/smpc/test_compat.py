@@ -24,7 +24,12 @@ def _graph_with_private(values: np.ndarray):
         prot = tfe.protocol.SecureNN()
         x = prot.define_private_variable(tf.constant(values))
         relu = prot.relu(x).reveal()
-        out = (x.share0.value, x.share1.value, relu.value_on_0.value, prot.greater(x, 0.0).reveal().value_on_0.value)
+        out = (
+            x.share0.value,
+            x.share1.value,
+            relu.value_on_0.value,
+            prot.greater(x, 0.0).reveal().value_on_0.value,
+        )
         init = tf.compat.v1.global_variables_initializer()
         seed = SECURE_RANDOM.secure_seed()
     tfe.set_protocol(None)
@@ -32,7 +37,7 @@ def _graph_with_private(values: np.ndarray):
 
 
 def test_seeds_are_fresh_per_run_and_per_session() -> None:
-    graph, _, init, seed = _graph_with_private(np.zeros(3))
+    graph, _, _, seed = _graph_with_private(np.zeros(3))
     draws = []
     for _ in range(2):
         with tf.compat.v1.Session(graph=graph, config=session_config()) as sess:

@@ -67,3 +67,14 @@ def test_commitments_are_salted_and_bind_the_shares() -> None:
     changed = [shares[0].copy()]
     changed[0][1, 2] += 1
     assert a != share_commitment(b"s" * 32, "round=1;hospital=h;player=p", changed)
+
+
+def test_overflow_is_a_hospital_failure_for_the_engine() -> None:
+    from core.errors import CoreError
+    from smpc.errors import SmpcError
+
+    with pytest.raises(CoreError) as info:
+        FIXED.encode(np.array([1e9]), what="update of hospital h2")
+    assert isinstance(info.value, SmpcError)
+    assert info.value.user_message.startswith("The update of hospital h2")
+    assert "1e+09" in str(info.value)

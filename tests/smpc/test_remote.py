@@ -50,7 +50,11 @@ class Players:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.Popen(
             [sys.executable, "-m", "smpc.player", "--name", name, "--config", str(self.path)],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self.procs[name] = proc
 
@@ -97,13 +101,17 @@ def _round(n_candidates: int, rows: int):
     for i in range(n_candidates):
         delta = [rng.normal(scale=0.05, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 10 + i, weights_hash(add(glob, delta))))
-    validators = [ValidatorInput(f"h{i}", image_data(rows, seed=10 + i), candidates[i].delta) for i in range(3)]
+    validators = [
+        ValidatorInput(f"h{i}", image_data(rows, seed=10 + i), candidates[i].delta) for i in range(3)
+    ]
     return glob, candidates, validators
 
 
 def test_player_processes_verify_and_aggregate_like_plaintext(players) -> None:
     glob, candidates, validators = _round(3, 24)
-    verifier, aggregator = build_secure_components(SPEC, players=players.path, batch_size=32, timeout_s=TIMEOUT_S)
+    verifier, aggregator = build_secure_components(
+        SPEC, players=players.path, batch_size=32, timeout_s=TIMEOUT_S
+    )
     try:
         verifier.begin_round(1, glob)
         commitments = [verifier.commit(c) for c in candidates]
@@ -122,7 +130,9 @@ def test_player_processes_verify_and_aggregate_like_plaintext(players) -> None:
 
 def test_killed_player_fails_the_session_cleanly_and_a_retry_succeeds(players) -> None:
     glob, candidates, validators = _round(6, 64)
-    verifier, aggregator = build_secure_components(SPEC, players=players.path, batch_size=32, timeout_s=TIMEOUT_S)
+    verifier, aggregator = build_secure_components(
+        SPEC, players=players.path, batch_size=32, timeout_s=TIMEOUT_S
+    )
     try:
         verifier.begin_round(1, glob)
         for c in candidates:
@@ -136,9 +146,11 @@ def test_killed_player_fails_the_session_cleanly_and_a_retry_succeeds(players) -
         killer.join()
         assert elapsed < TIMEOUT_S + 10.0
         assert "player" in info.value.user_message
-        # Nothing the dead player held survives: aggregating now is refused.
-        with pytest.raises(Exception):
-            aggregator.aggregate(glob, candidates[:1], [dataclasses.replace(verifier.commit(candidates[0]))])
+        # While the player is down, every attempt fails fast and cleanly.
+        started = time.monotonic()
+        with pytest.raises(PlayerUnavailable):
+            verifier.begin_round(2, glob)
+        assert time.monotonic() - started < TIMEOUT_S
 
         players.start("beta")
         players.wait_ready("beta")

@@ -73,6 +73,20 @@ def test_iid_is_equal_and_stratified() -> None:
         assert h.validation.num_samples == 24
 
 
+@pytest.mark.parametrize(("classes", "hospitals"), [(2, 20), (2, 4), (3, 6), (3, 9), (2, 7)])
+def test_iid_gives_every_hospital_every_class_whatever_their_number(classes: int, hospitals: int) -> None:
+    ds = table(1200, classes)
+
+    split = partition(ds, hospitals, seed=1)
+
+    for h in split.hospitals:
+        counts = np.array(list(h.train.class_counts().values()))
+        assert counts.min() > 0, (h.hospital_id, h.train.class_counts())
+        assert counts.max() - counts.min() <= 2
+    sizes = [h.train.num_samples + h.validation.num_samples for h in split.hospitals]
+    assert max(sizes) - min(sizes) <= 1
+
+
 def test_test_set_keeps_class_proportions_of_imbalanced_data() -> None:
     ds = breast_cancer()  # 212 malignant, 357 benign
 
