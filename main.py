@@ -26,8 +26,6 @@ from typing import Any
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
-EXIT_LEDGER = 8
-EXIT_SMPC = 9
 EXIT_AUDIT = 10
 EXIT_CANCELLED = 130
 
@@ -249,16 +247,10 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 
 def _exit_code(exc: BaseException) -> tuple[int, str]:
     """The documented exit code and one-line message for an error from any layer."""
-    from core.errors import CoreError
-
-    if isinstance(exc, CoreError):
-        return exc.exit_code, exc.user_message
-    # Only packages already imported can have raised; importing them here would load TF or web3.
-    for module, root_name, code in (("ledger.errors", "LedgerError", EXIT_LEDGER),
-                                    ("smpc.errors", "SmpcError", EXIT_SMPC)):
-        base = getattr(sys.modules.get(module), root_name, None)
-        if base is not None and isinstance(exc, base):
-            return code, getattr(exc, "user_message", str(exc))
+    # Every package's root error (CoreError, LedgerError, SmpcError) carries both.
+    code, message = getattr(exc, "exit_code", None), getattr(exc, "user_message", None)
+    if isinstance(code, int) and isinstance(message, str):
+        return code, message
     return EXIT_UNEXPECTED, f"Unexpected error: {type(exc).__name__}: {exc}"
 
 

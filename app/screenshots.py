@@ -73,6 +73,17 @@ def _settle(window: MainWindow, *, at_least: float = 0.4, timeout: float = 120.0
     app.processEvents()
 
 
+def _show_first_rejection(window: MainWindow) -> None:
+    """Scrolls the ledger's events to the newest rejected update, the event the demo is about."""
+    table = window.ledger.events_table
+    for row in range(table.rowCount()):
+        if table.item(row, 1).text() == "Decided" and "accepted=False" in table.item(row, 4).text():
+            table.selectRow(row)
+            table.scrollToItem(table.item(row, 0), table.ScrollHint.PositionAtCenter)
+            _settle(window)
+            return
+
+
 def render_screenshots(settings: Settings, out_dir: Path) -> list[Path]:
     """Writes one PNG per page into `out_dir` and returns their paths."""
     out_dir = Path(out_dir)
@@ -97,6 +108,7 @@ def render_screenshots(settings: Settings, out_dir: Path) -> list[Path]:
             if title == "Ledger":
                 window.ledger.audit_button.click()
                 _settle(window)
+                _show_first_rejection(window)
             path = out_dir / name
             if not window.grab().save(str(path)):
                 raise OSError(f"Could not write {path}")

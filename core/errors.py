@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """The message to show for an error from any layer: its `user_message` when it has one
+    (every package's root error does), else its type and text."""
+    message = getattr(exc, "user_message", None)
+    return message if isinstance(message, str) and message else f"{type(exc).__name__}: {exc}"
+
+
 class CoreError(Exception):
     """Base of every domain error; `user_message` is what the GUI and CLI show."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 class LedgerError(Exception):
     """Base of every error the ledger raises; the GUI and CLI show `user_message`."""
 
-    exit_code = 8
+    exit_code = 8  # main.py's documented code for a ledger problem
 
     def __init__(self, user_message: str, *, detail: str | None = None) -> None:
         super().__init__(user_message if detail is None else f"{user_message} ({detail})")
@@ -20,8 +20,6 @@ class LedgerError(Exception):
 
 class NodeUnavailable(LedgerError):
     """The chain node could not be reached (after retries) or did not answer in time."""
-
-    exit_code = 9
 
     def __init__(self, user_message: str, *, endpoint: str, detail: str | None = None) -> None:
         super().__init__(user_message, detail=detail)

@@ -54,6 +54,7 @@ def _patch_tensorflow() -> None:
 
 
 def _patch_onnx() -> None:
+    onnx: Any
     try:
         import onnx
     except ImportError:  # the converter is never used by smpc; give it an empty mapping

@@ -8,7 +8,7 @@ from core.errors import ModelError
 class SmpcError(Exception):
     """Base of every SMPC error; `user_message` is what the GUI and CLI show."""
 
-    exit_code = 8
+    exit_code = 9  # main.py's documented code for an SMPC problem
 
     def __init__(self, user_message: str, *, detail: str | None = None) -> None:
         super().__init__(user_message if detail is None else f"{user_message} ({detail})")
@@ -36,8 +36,6 @@ class FixedPointOverflow(SmpcError, ModelError):
 
 class PlayerUnavailable(SmpcError):
     """An SMPC player process could not be reached or stopped answering during a session."""
-
-    exit_code = 9
 
     def __init__(self, user_message: str, *, player: str | None = None, detail: str | None = None) -> None:
         super().__init__(user_message, detail=detail)

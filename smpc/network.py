@@ -17,7 +17,7 @@ from smpc.compat import tfe
 from smpc.errors import ProtocolUnsupported
 
 
-class ColumnConv2D(tfe.keras.engine.Layer):
+class ColumnConv2D(tfe.keras.engine.Layer):  # type: ignore[name-defined]
     """A k x 1 convolution over a (length, 1, channels) map, the tabular CNN's layer.
 
     tf-encrypted's Conv2D takes square kernels and equal strides only; a column convolution is

@@ -56,6 +56,10 @@ class PlayerConfig:
             raise SmpcError(f"{source}: 'players' must map exactly three player names to host:port.")
         driver = raw.get("driver")
         entries = [*players.items(), (DRIVER, driver)]
+        if not isinstance(driver, str):
+            raise SmpcError(
+                f"{source}: 'driver' needs the 'host:port' at which this process joins the cluster."
+            )
         for name, address in entries:
             if not isinstance(address, str) or ":" not in address:
                 raise SmpcError(f"{source}: player '{name}' needs a 'host:port' address, got {address!r}.")

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from core.models.architecture import ModelSpec
 from core.models.weights import Weights
+from core.progress import CancelToken
 from smpc.compat import graph_rng_devices, initialize_rng_states, session_config, tfe
 from smpc.errors import CommitmentMismatch, PlayerUnavailable, ProtocolUnsupported, SmpcError
 from smpc.fixedpoint import FixedPointFormat, new_salt, reconstruct, share, share_commitment
@@ -135,6 +136,8 @@ class _Slot:
             for v0, v1 in zip(self.vars0, self.vars1, strict=True)
         ]
         self.variables = [v.variable for v in (*self.vars0, *self.vars1)]
+        self.load: tf.Operation | None = None  # set once the slot is wired to the network
+        self.similarity: list[tf.Tensor] = []
 
     def feed(self, shares0: Sequence[np.ndarray], shares1: Sequence[np.ndarray]) -> dict:
         out = dict(zip(self.feeds0, shares0, strict=True))
@@ -567,9 +570,12 @@ class SmpcSession:
         with self._lock:
             self._held.clear()
 
-    def score_candidate(self, hospital_id: str, groups: Sequence[ValidatorGroup]) -> CandidateScores:
+    def score_candidate(
+        self, hospital_id: str, groups: Sequence[ValidatorGroup], cancel: CancelToken | None = None
+    ) -> CandidateScores:
         """Runs one held candidate on every batch of every validator group: one run to load it,
-        one per batch, the last of a group also revealing that group's scores."""
+        one per batch, the last of a group also revealing that group's scores. `cancel` is
+        checked between batches."""
         slot = self._slots[self.held(hospital_id).slot]
         correct: dict[str, int] = {}
         margin: dict[str, float] = {}
@@ -582,6 +588,8 @@ class SmpcSession:
             feeds = iter(group.batch_feeds())
             feed = next(feeds)
             for following in feeds:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
                 self.run(self.acc_update, feed, what="scoring")
                 feed = following
             (acc0, acc1), (d0, d1, s0, s1) = self.run(

@@ -102,7 +102,7 @@ class SmpcVerifier(Verifier):
                     hospital_id=candidate.hospital_id,
                 )
             )
-            result = self.session.score_candidate(candidate.hospital_id, groups)
+            result = self.session.score_candidate(candidate.hospital_id, groups, cancel)
             cand_norm = math.sqrt(max(result.squared_norm, 0.0))
             for v in validators:
                 ref_acc, ref_norm, ref_margin = references[v.hospital_id]

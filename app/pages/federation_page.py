@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.model import FEDERATION, AppModel
+from app.model import FEDERATION, TRAINING, AppModel
 from app.notifier import report_error
 from app.widgets import ACCEPTED, NEUTRAL, REJECTED, item, local_time, percent, read_only_table, short_hash
 from app.workers import Task
@@ -78,6 +78,8 @@ class FederationPage(QWidget):
         self._round_items: dict[int, QTreeWidgetItem] = {}
         self._step_started: dict[tuple[int, Stage], float] = {}
         self._federations: list[FederationView] = []
+        self._total_rounds = 1
+        self._live_id: int | None = None  # the run watched live: its view stays until another is picked
 
         # -- where the federation runs
         self.embedded = QRadioButton("Embedded demo federation: simulated peer hospitals and an in-process "
@@ -455,16 +457,34 @@ class FederationPage(QWidget):
     def _failed(self, exc: BaseException) -> None:
         self.status.setText("The federation run stopped; the rounds it finished are kept.")
         self._log(f"Stopped: {getattr(exc, 'user_message', exc)}")
+        self._stop_open_round("stopped by an error")
         report_error(self, "The federation run stopped", exc)
 
     @Slot()
     def _cancelled(self) -> None:
         self.status.setText("Cancelled; the rounds that finished are kept.")
         self._log("Cancelled by the user.")
+        self._stop_open_round("cancelled")
+
+    def _stop_open_round(self, why: str) -> None:
+        """Marks the round that was under way as stopped: nothing of it was applied."""
+        for parent in self._round_items.values():
+            if parent.text(1) != "running":
+                continue
+            parent.setText(1, "aborted")
+            parent.setForeground(1, QBrush(REJECTED))
+            parent.setText(3, f"{why}; this round was not applied")
+            for i in range(parent.childCount()):
+                child = parent.child(i)
+                if child.text(1) in ("running", "waiting"):
+                    child.setText(1, "stopped" if child.text(1) == "running" else "not reached")
+                    child.setForeground(1, QBrush(REJECTED if child.text(1) == "stopped" else NEUTRAL))
 
     @Slot()
     def _done(self) -> None:
         was_running = self._task is not None
+        current = self._current_federation()
+        self._live_id = current.id if current is not None else None
         self._task = None
         self._demo = False
         if was_running:
@@ -473,8 +493,10 @@ class FederationPage(QWidget):
 
     @Slot()
     def _update_buttons(self) -> None:
-        idle = not self.model.is_busy(FEDERATION)
+        # One model trains at a time: local training and a federation share the same cores.
+        idle = not self.model.is_busy(FEDERATION) and not self.model.is_busy(TRAINING)
         self.start.setEnabled(idle)
+        self.start.setToolTip("" if idle else "Wait for the running training or federation run to finish.")
         self.cancel.setEnabled(self._task is not None)
 
     def _show_participants(self) -> None:
@@ -506,8 +528,12 @@ class FederationPage(QWidget):
                       percent(f.final_accuracy), local_time(f.started_at)]
             for column, value in enumerate(values):
                 self.runs.setItem(row, column, item(value, tooltip=f.message or f.name))
+        if self._live_id is not None:  # keep showing the run just watched, as it was watched
+            row = next((i for i, f in enumerate(self._federations) if f.id == self._live_id), None)
+            if row is not None:
+                self.runs.selectRow(row)
         self.runs.blockSignals(False)
-        if self._task is None and self._federations:
+        if self._task is None and self._live_id is None and self._federations:
             wanted = current.id if current else self._federations[0].id
             row = next((i for i, f in enumerate(self._federations) if f.id == wanted), 0)
             self.runs.selectRow(row)
@@ -521,10 +547,28 @@ class FederationPage(QWidget):
     def _show_selected(self) -> None:
         federation = self.selected_federation()
         if federation is not None and self._task is None:
+            self._live_id = None
             self._show_federation(federation)
+
+    def _show_config(self, config: dict[str, Any]) -> None:
+        """Puts a recorded run's configuration in the form, so it can be repeated or adjusted."""
+        self.hospitals.setValue(int(config.get("hospitals", self.hospitals.value())))
+        self.attackers.setValue(int(config.get("malicious", 0)))
+        if config.get("attack") not in (None, "none"):
+            self.attack.setCurrentIndex(max(self.attack.findData(config["attack"]), 0))
+        self.rounds.setValue(int(config.get("rounds", self.rounds.value())))
+        self.local_epochs.setValue(int(config.get("local_epochs", self.local_epochs.value())))
+        for row in range(self.dataset.count()):
+            if self.dataset.itemData(row).get("source") == config.get("dataset"):
+                self.dataset.setCurrentIndex(row)
+                break
+        self.secure.setChecked(bool(config.get("secure")))
+        if not config.get("secure"):
+            self.aggregator.setCurrentIndex(max(self.aggregator.findData(config.get("aggregator", "fedavg")), 0))
 
     def _show_federation(self, federation: FederationView) -> None:
         """A recorded run as the live view showed it: verdicts per hospital, steps with durations."""
+        self._show_config(federation.config)
         rounds = list_rounds(self.model.db, federation.id)
         last = rounds[-1] if rounds else None
         self._participants = {}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Slot
 from PySide6.QtGui import QBrush, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -27,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.model import LEDGER, AppModel
 from app.notifier import report_error
 from app.widgets import ACCEPTED, REJECTED, item, read_only_table
+from core.errors import CoreError
 from core.progress import CancelToken, ProgressSink
 from core.state.queries import list_federations, list_rounds
 
@@ -98,6 +101,7 @@ class LedgerPage(QWidget):
         # -- verify
         self.recorded_models = QComboBox(objectName="recordedModelsCombo")
         self.hash_edit = QLineEdit(objectName="hashEdit", placeholderText="64 hexadecimal characters (SHA-256)")
+        self.hash_file = QPushButton("Hash a model file…", objectName="hashFileButton")
         self.verify_button = QPushButton("Verify on the ledger", objectName="verifyButton")
         self.verify_result = QLabel(objectName="verifyResult")
         self.verify_result.setWordWrap(True)
@@ -107,7 +111,10 @@ class LedgerPage(QWidget):
                                   "on the ledger (e.g. before using a model received from a peer).",
                                   wordWrap=True))
         verify_form.addRow("Model recorded here:", self.recorded_models)
-        verify_form.addRow("Model hash:", self.hash_edit)
+        hash_row = QHBoxLayout()
+        hash_row.addWidget(self.hash_edit, 1)
+        hash_row.addWidget(self.hash_file)
+        verify_form.addRow("Model hash:", hash_row)
         verify_form.addRow(self.verify_button)
         verify_form.addRow(self.verify_result)
 
@@ -124,6 +131,7 @@ class LedgerPage(QWidget):
         self.refresh_button.clicked.connect(self.reload)
         self.audit_button.clicked.connect(self._audit)
         self.verify_button.clicked.connect(self._verify)
+        self.hash_file.clicked.connect(self._hash_file)
         self.hash_edit.returnPressed.connect(self._verify)
         self.recorded_models.currentIndexChanged.connect(self._pick_model)
         self.event_filter.currentTextChanged.connect(self._show_events)
@@ -269,6 +277,21 @@ class LedgerPage(QWidget):
         value = self.recorded_models.itemData(index)
         if value:
             self.hash_edit.setText(value)
+
+    @Slot()
+    def _hash_file(self) -> None:
+        from core.services import explorer
+
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model file to check", str(self.model.settings.blob_dir))
+        if not path:
+            return
+        try:
+            self.hash_edit.setText(explorer.model_file_hash(Path(path)))
+        except CoreError as exc:
+            report_error(self, "Could not read the model file", exc)
+            return
+        self.verify_result.setText(f"Hash of {Path(path).name}; press Verify on the ledger.")
+        self.verify_result.setStyleSheet("")
 
     @Slot()
     def _verify(self) -> None:

@@ -18,11 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.model import TRAINING, AppModel
+from app.model import FEDERATION, TRAINING, AppModel
 from app.notifier import report_error
 from app.widgets import SERIES, EvaluationPanel, item, local_time, percent, plot, read_only_table
 from app.workers import Task
 from core.progress import CancelToken, Progress, ProgressSink, Stage
+from core.services.training import TrainingRequest, train_locally
 from core.state.queries import EpochView, TrainingRunView, list_datasets, list_training_runs
 
 NETWORKS = (("Automatic (by the kind of data)", None), ("1-D CNN for tables (tabular_cnn)", "tabular_cnn"),
@@ -123,6 +124,7 @@ class TrainingPage(QWidget):
         self.runs_table.itemSelectionChanged.connect(self._show_selected)
         model.datasets_changed.connect(self._refresh_datasets)
         model.training_changed.connect(self.refresh)
+        model.busy_changed.connect(self._update_buttons)
         self._refresh_datasets()
         self.refresh()
 
@@ -136,7 +138,7 @@ class TrainingPage(QWidget):
             self.dataset.addItem(f"{view.name} ({view.samples} cases, {view.kind})", view.id)
         index = self.dataset.findData(current)
         self.dataset.setCurrentIndex(max(index, 0))
-        self.train.setEnabled(self.dataset.count() > 0 and self._task is None)
+        self._update_buttons()
         if self.dataset.count() == 0:
             self.status.setText("Load a dataset on the Data page first.")
 
@@ -172,9 +174,20 @@ class TrainingPage(QWidget):
         origin = f"run #{run.id} on {run.dataset_name}" if run.dataset_name else f"run #{run.id}"
         self.evaluation.set_evaluation(run.evaluation, origin=origin)
         if self._task is None:
+            self._show_settings_of(run)
             self.progress.setValue(100 if run.status == "completed" else 0)
             self.status.setText(f"Run #{run.id} on {run.dataset_name}: {run.status}"
                                 + (f" ({run.message})" if run.message else "") + ".")
+
+    def _show_settings_of(self, run: TrainingRunView) -> None:
+        """Puts a recorded run's settings in the form, so it can be repeated or adjusted."""
+        index = self.dataset.findData(run.dataset_id)
+        if index >= 0:
+            self.dataset.setCurrentIndex(index)
+        self.epochs.setValue(run.epochs)
+        self.batch_size.setValue(run.batch_size)
+        if "learning_rate" in run.config:
+            self.learning_rate.setValue(float(run.config["learning_rate"]))
 
     def _plot(self, history: list[EpochView]) -> None:
         for key, curve in self.curves.items():
@@ -185,8 +198,6 @@ class TrainingPage(QWidget):
 
     @Slot()
     def _start(self) -> None:
-        from core.services.training import TrainingRequest  # imports Keras: only when training
-
         dataset_id = self.dataset.currentData()
         if dataset_id is None:
             return
@@ -196,8 +207,6 @@ class TrainingPage(QWidget):
         db, settings = self.model.db, self.model.settings
 
         def work(progress: ProgressSink, cancel: CancelToken) -> TrainingRunView:
-            from core.services.training import train_locally
-
             return train_locally(db, settings, request, progress, cancel)
 
         self._live = []
@@ -215,6 +224,13 @@ class TrainingPage(QWidget):
         self.train.setEnabled(False)
         self.cancel.setEnabled(True)
         self.model.start(task)
+
+    @Slot()
+    def _update_buttons(self) -> None:
+        # One model trains at a time: a federation run trains its hospitals on the same cores.
+        federating = self.model.is_busy(FEDERATION)
+        self.train.setEnabled(self.dataset.count() > 0 and self._task is None and not federating)
+        self.train.setToolTip("Wait for the federation run to finish." if federating else "")
 
     @Slot(object)
     def _progressed(self, event: Progress) -> None:
@@ -259,7 +275,7 @@ class TrainingPage(QWidget):
         was_live = self._task is not None
         self._task = None
         self.cancel.setEnabled(False)
-        self.train.setEnabled(self.dataset.count() > 0)
+        self._update_buttons()
         if was_live:  # failed or cancelled: show the run as recorded, with the epochs it finished
             outcome = self.status.text()
             self.model.training_changed.emit()

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.model import FEDERATION, AppModel
+from app.model import FEDERATION, TRAINING, AppModel
 from app.notifier import report_error
 from app.widgets import ACCEPTED, REJECTED, SERIES, EvaluationPanel, percent, plot, short_hash
 from app.workers import Task
@@ -359,7 +359,7 @@ class VerificationPage(QWidget):
             return
         federation = self.selected()
         self.compare.setEnabled(federation is not None and federation.rounds_finalized > 0
-                                and not self.model.is_busy(FEDERATION))
+                                and not self.model.is_busy(FEDERATION) and not self.model.is_busy(TRAINING))
 
 
 def _swatch(color: str) -> str:

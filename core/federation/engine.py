@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from core.errors import Cancelled, CoreError, FederationError, RoundAborted
+from core.errors import Cancelled, CoreError, FederationError, RoundAborted, describe_error
 from core.federation.interfaces import Aggregator, HospitalLink, Recorder, Verifier
 from core.federation.policy import VerificationPolicy
 from core.federation.types import (
@@ -89,7 +89,7 @@ class FederationEngine:
                 durations[name.value] = durations.get(name.value, 0.0) + time.perf_counter() - start
 
         def fail(hospital_id: str, at: Stage, exc: BaseException) -> None:
-            message = exc.user_message if isinstance(exc, CoreError) else f"{type(exc).__name__}: {exc}"
+            message = describe_error(exc)
             failure = Failure(round_number, hospital_id, at.value, message)
             log.warning("round %d: %s failed at %s: %s", round_number, hospital_id, at.value, message)
             failures.append(failure)
@@ -151,7 +151,7 @@ class FederationEngine:
             self._abort(round_number, exc)
             if isinstance(exc, (Cancelled, RoundAborted, KeyboardInterrupt)):
                 raise
-            message = exc.user_message if isinstance(exc, CoreError) else f"{type(exc).__name__}: {exc}"
+            message = describe_error(exc)
             raise RoundAborted(f"Round {round_number} was aborted: {message}", round_number=round_number) from exc
         finally:
             self.verifier.end_round()
@@ -263,7 +263,7 @@ class FederationEngine:
         return next(d for d in decisions if d.candidate_id == candidate.hospital_id)
 
     def _abort(self, round_number: int, exc: BaseException) -> None:
-        reason = exc.user_message if isinstance(exc, CoreError) else f"{type(exc).__name__}: {exc}"
+        reason = describe_error(exc)
         log.error("round %d aborted: %s", round_number, reason)
         try:
             self.recorder.abort_round(round_number, reason)

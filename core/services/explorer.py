@@ -6,8 +6,10 @@ the same time); keystore accounts are created or imported with a password the us
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.errors import ConfigError
 from core.services import ledger_audit
@@ -67,6 +69,18 @@ def verify_model_hash(settings: Settings, model_hash: str) -> bool:
     if not _HASH.match(text):
         raise ConfigError("A model hash is 64 hexadecimal characters (a SHA-256 digest), optionally after 0x.")
     return ledger_audit.is_model_on_ledger(settings, text.lower())
+
+
+def model_file_hash(path: Path) -> str:
+    """The SHA-256 of a model file's bytes: what the ledger records for the weights it holds."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ConfigError(f"The model file {path} cannot be read.", detail=str(exc)) from exc
+    return digest.hexdigest()
 
 
 def audit(settings: Settings) -> AuditResult:

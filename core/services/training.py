@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.data.partition import partition
 from core.errors import Cancelled, CoreError, StateError
 from core.federation.policy import VerificationPolicy
-from core.models.architecture import ARCHITECTURES, spec_for
+from core.models.architecture import spec_for
 from core.models.weights import Weights, from_bytes, weights_hash
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services.datasets import LoadRequest, load_and_record, load_recorded
@@ -57,14 +57,6 @@ class TrainingRequest:
     batch_size: int = 32
     learning_rate: float = 0.005
     seed: int = 0
-
-
-def architectures() -> tuple[str, ...]:
-    return ARCHITECTURES
-
-
-def _evaluation(report_class_names: tuple[str, ...], confusion: tuple[tuple[int, ...], ...]) -> Evaluation:
-    return Evaluation.from_confusion(confusion, report_class_names)
 
 
 def train_locally(db: Database, settings: Settings, request: TrainingRequest,
@@ -125,7 +117,7 @@ def train_locally(db: Database, settings: Settings, request: TrainingRequest,
             metrics.update(val_loss=last.val_loss, val_accuracy=last.val_accuracy)
     view = finish_training_run(db, run_id, RunStatus.COMPLETED, metrics=metrics,
                                model_hash=weights_hash(result.weights),
-                               evaluation=_evaluation(report.class_names, report.confusion))
+                               evaluation=Evaluation.from_confusion(report.confusion, report.class_names))
     progress(Progress(Stage.DONE, f"test accuracy {report.accuracy:.3f}", fraction=1.0))
     return view
 
@@ -175,7 +167,7 @@ def evaluate_federation(db: Database, settings: Settings, federation_id: int) ->
     spec = spec_for(dataset, config.get("architecture"))
     assert last.global_hash is not None
     report = ModelEvaluator(spec).evaluate(_global_weights(settings, last.global_hash), split.test)
-    return record_evaluation(db, _evaluation(report.class_names, report.confusion),
+    return record_evaluation(db, Evaluation.from_confusion(report.confusion, report.class_names),
                              federation_id=federation_id, round_number=last.number, dataset_id=loaded.view.id)
 
 

@@ -1,0 +1,1 @@
+"""GUI tests: the app driven by clicks and typing (pytest-qt, offscreen)."""

@@ -123,3 +123,24 @@ def test_an_image_folder_is_shown_as_thumbnails_per_class(
     assert labels == ["benign"] * 8 + ["malignant"] * 8
     [recorded] = list_datasets(window.model.db)
     assert (recorded.kind, recorded.samples) == ("image", 24)
+
+
+def test_a_medmnist_archive_is_loaded_with_its_splits(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(2)
+    archive = tmp_path / "breastmnist.npz"
+    arrays = {}
+    for split, n in (("train", 40), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(archive, **arrays)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(archive), ""))
+    page = go_to(qtbot, window, "Data")
+
+    click(qtbot, page.open_npz)
+
+    qtbot.waitUntil(lambda: page.thumbnails.count() == 16, timeout=20_000)
+    [recorded] = list_datasets(window.model.db)
+    assert (recorded.kind, recorded.samples, recorded.input_shape) == ("image", 60, (28, 28, 1))
+    assert sorted(recorded.class_counts.values()) == [30, 30]

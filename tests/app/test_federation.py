@@ -3,10 +3,13 @@ rejected on the Verification page, the round's events on the Ledger page, all th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from itertools import pairwise
 
 import pytest
-from PySide6.QtWidgets import QTreeWidgetItem
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QFileDialog, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
 from app.main_window import MainWindow
@@ -21,7 +24,7 @@ def _candidates(window: MainWindow) -> dict[str, str]:
 
 
 def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
-    qtbot: QtBot, open_window: Callable[[], MainWindow]
+    qtbot: QtBot, open_window: Callable[[], MainWindow], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     window = open_window()
     page = go_to(qtbot, window, "Federation")
@@ -33,10 +36,19 @@ def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
     statuses_seen: set[str] = set()
     page.participants.itemChanged.connect(lambda cell: statuses_seen.add(cell.text()))
 
+    ticks: list[float] = []
+    heartbeat = QTimer(interval=50)
+    heartbeat.timeout.connect(lambda: ticks.append(time.monotonic()))
+
     click(qtbot, page.start)
+    heartbeat.start()
     assert not page.start.isEnabled() and page.cancel.isEnabled()
     assert column(page.participants, 1) == ["honest", "honest", "honest", "attacker (simulated)"]
     qtbot.waitUntil(lambda: "completed" in page.status.text(), timeout=LONG)
+    heartbeat.stop()
+
+    longest_freeze = max(b - a for a, b in pairwise(ticks))
+    assert longest_freeze < 1.0, f"the window froze for {longest_freeze:.2f} s during the round"
 
     assert not message_boxes(window)
     assert {"training", "committed", "accepted", "rejected"} <= statuses_seen
@@ -72,6 +84,12 @@ def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
     qtbot.waitUntil(ledger.verify_button.isEnabled, timeout=LONG)
     click(qtbot, ledger.verify_button)
     qtbot.waitUntil(lambda: "is recorded on the ledger" in ledger.verify_result.text(), timeout=LONG)
+    global_hash = ledger.hash_edit.text()
+    model_file = window.model.settings.blob_dir / global_hash
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(model_file), ""))
+    type_into(qtbot, ledger.hash_edit, "")
+    click(qtbot, ledger.hash_file)
+    assert ledger.hash_edit.text() == global_hash  # the file on disk hashes to what was recorded
     type_into(qtbot, ledger.hash_edit, "ab" * 32)
     click(qtbot, ledger.verify_button)
     qtbot.waitUntil(lambda: "not on the ledger" in ledger.verify_result.text(), timeout=LONG)
@@ -126,3 +144,27 @@ def test_a_secure_round_verifies_and_aggregates_inside_smpc(qtbot: QtBot, window
     assert "Encrypted verification (SMPC)" in steps and "Secure aggregation (SMPC)" in steps
     assert column(page.participants, 2) == ["accepted", "accepted", "rejected"]
     assert column(page.runs, 3) == ["SMPC"]
+
+
+def test_cancelling_a_federation_keeps_the_finished_rounds(qtbot: QtBot, window: MainWindow) -> None:
+    page = go_to(qtbot, window, "Federation")
+    type_into(qtbot, page.hospitals, "3")
+    type_into(qtbot, page.attackers, "0")
+    type_into(qtbot, page.rounds, "5")
+    type_into(qtbot, page.local_epochs, "2")
+
+    click(qtbot, page.start)
+    qtbot.waitUntil(lambda: page.timeline.topLevelItemCount() >= 1
+                    and page.timeline.topLevelItem(0).text(1) == "finalized", timeout=LONG)
+    click(qtbot, page.cancel)
+    qtbot.waitUntil(lambda: page.start.isEnabled(), timeout=LONG)
+
+    assert "Cancelled" in page.status.text()
+    assert column(page.runs, 4) == ["cancelled"]
+    finished = int(column(page.runs, 5)[0].split("/")[0])
+    assert 1 <= finished < 5
+    states = [page.timeline.topLevelItem(i).text(1) for i in range(page.timeline.topLevelItemCount())]
+    assert states[:finished] == ["finalized"] * finished and set(states[finished:]) <= {"aborted"}
+    assert not message_boxes(window)
+    verification = go_to(qtbot, window, "Verification")
+    assert verification.tree.topLevelItem(0).text(1) == "finalized"

@@ -119,3 +119,21 @@ def test_candidate_of_another_round_is_refused(round_) -> None:
     verifier, _, _, candidate = round_
     with pytest.raises(SmpcError):
         verifier.commit(dataclasses.replace(candidate("late"), round_number=7))
+
+
+def test_cancel_stops_scoring_between_batches(round_) -> None:
+    from core.errors import Cancelled
+
+    verifier, _, _, candidate = round_
+    cand = candidate("a")
+    verifier.commit(cand)
+    token = CancelToken()
+    seen = []
+
+    def progress(report) -> None:
+        seen.append(report)
+        token.cancel()  # cancelled as soon as the first candidate starts
+
+    with pytest.raises(Cancelled):
+        verifier.score([cand], [ValidatorInput("v", tabular_data(40, seed=4), cand.delta)], progress, token)
+    assert len(seen) == 1
