@@ -79,6 +79,7 @@ class FederationPage(QWidget):
         self._step_started: dict[tuple[int, Stage], float] = {}
         self._federations: list[FederationView] = []
         self._total_rounds = 1
+        self._form_filled = False
         self._live_id: int | None = None  # the run watched live: its view stays until another is picked
 
         # -- where the federation runs
@@ -528,16 +529,16 @@ class FederationPage(QWidget):
                       percent(f.final_accuracy), local_time(f.started_at)]
             for column, value in enumerate(values):
                 self.runs.setItem(row, column, item(value, tooltip=f.message or f.name))
-        if self._live_id is not None:  # keep showing the run just watched, as it was watched
-            row = next((i for i, f in enumerate(self._federations) if f.id == self._live_id), None)
-            if row is not None:
-                self.runs.selectRow(row)
-        self.runs.blockSignals(False)
-        if self._task is None and self._live_id is None and self._federations:
-            wanted = current.id if current else self._federations[0].id
-            row = next((i for i, f in enumerate(self._federations) if f.id == wanted), 0)
+        live = self._live_id is not None  # keep showing the run just watched, as it was watched
+        wanted = self._live_id if live else (current.id if current else None)
+        row = next((i for i, f in enumerate(self._federations) if f.id == wanted), 0 if self._federations else None)
+        if row is not None:
             self.runs.selectRow(row)
-            self._show_federation(self._federations[row])
+        self.runs.blockSignals(False)
+        if self._task is None and not live and row is not None:
+            # The form shows the last run's settings when the page opens, never over the user's edits.
+            self._show_federation(self._federations[row], fill_form=not self._form_filled)
+            self._form_filled = True
 
     def selected_federation(self) -> FederationView | None:
         rows = self.runs.selectionModel().selectedRows()
@@ -548,7 +549,7 @@ class FederationPage(QWidget):
         federation = self.selected_federation()
         if federation is not None and self._task is None:
             self._live_id = None
-            self._show_federation(federation)
+            self._show_federation(federation, fill_form=True)
 
     def _show_config(self, config: dict[str, Any]) -> None:
         """Puts a recorded run's configuration in the form, so it can be repeated or adjusted."""
@@ -566,9 +567,10 @@ class FederationPage(QWidget):
         if not config.get("secure"):
             self.aggregator.setCurrentIndex(max(self.aggregator.findData(config.get("aggregator", "fedavg")), 0))
 
-    def _show_federation(self, federation: FederationView) -> None:
+    def _show_federation(self, federation: FederationView, *, fill_form: bool = False) -> None:
         """A recorded run as the live view showed it: verdicts per hospital, steps with durations."""
-        self._show_config(federation.config)
+        if fill_form:
+            self._show_config(federation.config)
         rounds = list_rounds(self.model.db, federation.id)
         last = rounds[-1] if rounds else None
         self._participants = {}

@@ -34,7 +34,7 @@ class VerificationPolicy:
     min_cosine: float = -0.7
     max_norm_ratio: float = 3.0
     accuracy_z: float = 2.0
-    min_margin_ratio: float = 0.5
+    min_margin_ratio: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:

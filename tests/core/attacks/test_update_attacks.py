@@ -53,8 +53,14 @@ def test_omniscient_sign_flip_without_peers_uses_its_own_update(context) -> None
 
 def test_update_attacks_leave_the_data_alone(table: Dataset) -> None:
     rng = np.random.default_rng(0)
-    for attack in (SignFlipAttack(), ScalingAttack(), NoiseAttack()):
+    for attack in (SignFlipAttack(), ScalingAttack(flip_labels=False), NoiseAttack()):
         assert attack.poison_data(table, rng) is table
+
+
+def test_model_replacement_boosts_a_label_flipped_model_by_default(table: Dataset) -> None:
+    poisoned = ScalingAttack().poison_data(table, np.random.default_rng(0))
+    np.testing.assert_array_equal(poisoned.y, table.num_classes - 1 - table.y)
+    np.testing.assert_array_equal(poisoned.x, table.x)
 
 
 @pytest.mark.parametrize("hospitals", [1, 4, 10])
