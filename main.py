@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medfedchain", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
+    # For the default command (no sub-command): the app, or the demo without a display.
+    parser.add_argument("--home", dest="default_home", type=Path, help="data directory for the default command")
+    parser.add_argument("--db", dest="default_db", type=Path, help="SQLite file for the default command")
     sub = parser.add_subparsers(dest="command")
 
     gui = sub.add_parser("gui", help="open the desktop app")
@@ -262,7 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     if command is None:
         command = "gui" if _has_display() else "demo"
-        args = build_parser().parse_args([command])
+        chosen = [command]
+        if args.default_home:
+            chosen += ["--home", str(args.default_home)]
+        if args.default_db:
+            chosen += ["--db", str(args.default_db)]
+        args = build_parser().parse_args(chosen)
     handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
                 "ledger": cmd_ledger, "screenshot": cmd_screenshot}
     try:

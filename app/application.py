@@ -38,12 +38,10 @@ def create_application(argv: list[str] | None = None) -> QApplication:
 
 def create_window(settings: Settings) -> MainWindow:
     """The main window over the settings' database (runs left "running" by a crash are closed)."""
-    from core.services.training import close_interrupted_runs
+    from core.services.recovery import mark_interrupted_runs
 
     db = open_database(settings.db_path)
-    closed = close_interrupted_runs(db)
-    if closed:
-        log.warning("%d training run(s) were interrupted by the last shutdown", closed)
+    mark_interrupted_runs(db)
     return MainWindow(AppModel(settings, db))
 
 

@@ -188,3 +188,13 @@ def test_simulate_with_rpc_records_every_round_on_a_real_node(tmp_path: Path) ->
         assert not (tmp_path / "ledger" / "chain").exists()  # nothing went to the embedded chain
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+def test_the_main_command_without_a_display_runs_the_demo_federation(tmp_path: Path) -> None:
+    home = tmp_path / "given-home"
+    result = run("--home", str(home), home=tmp_path / "env-home", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "headless demo federation" in result.stdout
+    assert "attackers rejected 3/3" in result.stdout
+    assert (home / "medfedchain.db").is_file() and not (tmp_path / "env-home" / "medfedchain.db").exists()

@@ -19,6 +19,7 @@ from core.models.architecture import spec_for
 from core.models.weights import Weights, from_bytes, weights_hash
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services.datasets import LoadRequest, load_and_record, load_recorded
+from core.services.recovery import process_marker
 from core.settings import Settings
 from core.state.blobs import BlobStore
 from core.state.db import Database
@@ -34,7 +35,6 @@ from core.state.queries import (
     get_federation,
     list_federations,
     list_rounds,
-    list_training_runs,
     record_evaluation,
     start_training_run,
 )
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "Interrupted: the app was closed or stopped while this run was training."
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,14 @@ def train_locally(db: Database, settings: Settings, request: TrainingRequest,
         dataset_id=request.dataset_id,
         config={"learning_rate": config.learning_rate, "seed": config.seed, "model": spec.describe(),
                 "train_samples": local.train.num_samples, "validation_samples": local.validation.num_samples,
-                "test_samples": split.test.num_samples},
+                "test_samples": split.test.num_samples, "process": process_marker()},
     )
 
     def record_epoch(event: Progress) -> None:
         if event.values:
             epoch = round((event.fraction or 0.0) * config.epochs)
-            append_epoch(db, run_id, epoch, event.values.get("loss"), event.values.get("accuracy"),
+            append_epoch(db, run_id, epoch, event.values.get("loss", float("nan")),
+                         event.values.get("accuracy", float("nan")),
                          event.values.get("val_loss"), event.values.get("val_accuracy"))
         progress(event)
 
@@ -113,7 +113,7 @@ def train_locally(db: Database, settings: Settings, request: TrainingRequest,
     metrics = {"test_accuracy": report.accuracy}
     if last is not None:
         metrics.update(loss=last.loss, accuracy=last.accuracy)
-        if last.val_accuracy is not None:
+        if last.val_loss is not None and last.val_accuracy is not None:
             metrics.update(val_loss=last.val_loss, val_accuracy=last.val_accuracy)
     view = finish_training_run(db, run_id, RunStatus.COMPLETED, metrics=metrics,
                                model_hash=weights_hash(result.weights),
@@ -122,12 +122,7 @@ def train_locally(db: Database, settings: Settings, request: TrainingRequest,
     return view
 
 
-def close_interrupted_runs(db: Database) -> int:
-    """Marks runs left "running" by a previous process that ended mid-training; returns how many."""
-    stale = [r for r in list_training_runs(db) if r.status == RunStatus.RUNNING.value]
-    for run in stale:
-        finish_training_run(db, run.id, RunStatus.FAILED, message=INTERRUPTED)
-    return len(stale)
+
 
 
 def _global_weights(settings: Settings, model_hash: str) -> Weights:
