@@ -54,7 +54,9 @@ def _rows_text(rows: Sequence[int]) -> str:
 
 
 @dataclass(frozen=True)
-class _Table:
+class CsvTable:
+    """A CSV file as text cells, with where each row stood in the file."""
+
     header: list[str]
     rows: list[list[str]]
     line_numbers: list[int]  # the file row of each data row, header = 1
@@ -100,7 +102,9 @@ def _delimiter(first_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _read_table(path: Path) -> _Table:
+def read_table(path: Path) -> CsvTable:
+    """The raw cells of a CSV file (header and rows as text), checked for size, encoding and
+    shape; for previews before the user picks the label column, and for `load_csv`."""
     if not path.is_file():
         raise DataError(f"The CSV file '{path}' does not exist.", path=str(path))
     size = path.stat().st_size
@@ -153,7 +157,7 @@ def _read_table(path: Path) -> _Table:
             + ").",
             path=str(path),
         )
-    return _Table(header, rows, lines, encoding, delimiter)
+    return CsvTable(header, rows, lines, encoding, delimiter)
 
 
 def _check_header(header: list[str], path: Path) -> None:
@@ -242,7 +246,7 @@ def load_csv(
         raise ConfigError(
             f"Unknown missing-value policy '{missing}'; choose one of {', '.join(MISSING_POLICIES)}."
         )
-    table = _read_table(file)
+    table = read_table(file)
     header = table.header
     available = ", ".join(repr(h) for h in header)
 

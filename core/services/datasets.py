@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data.csv_loader import _read_table
+from core.data.csv_loader import read_table
 from core.data.dataset import DataKind, Dataset
 from core.data.loading import BUILTIN_DATASETS, detect_format, load_dataset
 from core.errors import DataError, StateError
@@ -89,7 +89,7 @@ def source_kind(path: Path) -> str:
 
 def csv_preview(path: Path, rows: int = PREVIEW_ROWS) -> TablePreview:
     """The columns and first rows of a CSV file, before the user picks its label column."""
-    table = _read_table(path)
+    table = read_table(path)
     return TablePreview(columns=tuple(table.header),
                         rows=tuple(tuple(r) for r in table.rows[:rows]), total_rows=len(table.rows))
 

@@ -10,8 +10,6 @@ import logging
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from core.data.partition import partition
 from core.errors import Cancelled, CoreError, StateError
 from core.federation.policy import VerificationPolicy
@@ -23,16 +21,16 @@ from core.services.recovery import process_marker
 from core.settings import Settings
 from core.state.blobs import BlobStore
 from core.state.db import Database
-from core.state.models import EvaluationReport, RunStatus
+from core.state.models import RunStatus
 from core.state.queries import (
     Evaluation,
     EvaluationView,
     FederationView,
     TrainingRunView,
-    _evaluation_view,
     append_epoch,
     finish_training_run,
     get_federation,
+    latest_evaluations,
     list_federations,
     list_rounds,
     record_evaluation,
@@ -227,20 +225,8 @@ class TestedModels:
 
 def tested_models(db: Database) -> list[TestedModels]:
     """Per dataset, the latest local-training evaluation beside the latest federated one."""
-    local: dict[int, EvaluationView] = {}
-    federated: dict[int, EvaluationView] = {}
-    with db.session(read_only=True) as session:
-        reports = session.scalars(
-            select(EvaluationReport)
-            .where(EvaluationReport.dataset_id.is_not(None))
-            .order_by(EvaluationReport.created_at.desc(), EvaluationReport.id.desc())
-        ).all()
-        for report in reports:
-            assert report.dataset_id is not None
-            kind = local if report.run_id is not None else federated
-            if report.dataset_id not in kind:
-                # The queries module's own conversion, so both pages describe a report the same way.
-                kind[report.dataset_id] = _evaluation_view(session, report)
+    local = latest_evaluations(db, "local")
+    federated = latest_evaluations(db, "federated")
     out = []
     for dataset_id in sorted(set(local) | set(federated)):
         view = local.get(dataset_id) or federated[dataset_id]

@@ -679,13 +679,19 @@ def get_training_run(db: Database, run_id: int) -> TrainingRunView:
         return _run_view(session, run)
 
 
-def latest_evaluations(db: Database) -> dict[int, EvaluationView]:
-    """The most recent evaluation of each dataset, by dataset id."""
+def latest_evaluations(db: Database, source: str | None = None) -> dict[int, EvaluationView]:
+    """The most recent evaluation of each dataset, by dataset id; `source` "local" keeps only
+    local training runs' tests, "federated" only federations' global models."""
+    if source not in (None, "local", "federated"):
+        raise StateError(f"Unknown evaluation source '{source}'.")
+    query = select(EvaluationReport).where(EvaluationReport.dataset_id.is_not(None))
+    if source == "local":
+        query = query.where(EvaluationReport.run_id.is_not(None))
+    elif source == "federated":
+        query = query.where(EvaluationReport.run_id.is_(None))
     with db.session(read_only=True) as session:
         reports = session.scalars(
-            select(EvaluationReport)
-            .where(EvaluationReport.dataset_id.is_not(None))
-            .order_by(EvaluationReport.created_at.desc(), EvaluationReport.id.desc())
+            query.order_by(EvaluationReport.created_at.desc(), EvaluationReport.id.desc())
         ).all()
         latest: dict[int, EvaluationView] = {}
         for report in reports:

@@ -134,6 +134,12 @@ def test_latest_evaluation_per_dataset_includes_rounds(db: Database) -> None:
     assert (latest.federation_id, latest.round_number, latest.run_id) == (recorder.federation_id, 1, None)
     assert latest.accuracy == pytest.approx(0.95)
     assert latest.dataset_name == "heart"
+    # By source: the local run's test stays reachable beside the newer federated one.
+    assert queries.latest_evaluations(db, "federated")[dataset.id] == view
+    local = queries.latest_evaluations(db, "local")[dataset.id]
+    assert local.run_id == run_id and local.accuracy == pytest.approx(0.5)
+    with pytest.raises(StateError):
+        queries.latest_evaluations(db, "elsewhere")
 
 
 def test_evaluation_needs_exactly_one_owner(db: Database) -> None:
@@ -163,3 +169,4 @@ def test_reads_of_missing_things_raise_state_error(db: Database) -> None:
     with pytest.raises(StateError):
         queries.get_training_run(db, 1)
     assert queries.list_federations(db) == []
+
