@@ -44,10 +44,10 @@ def prepare_demo_state(settings: Settings) -> None:
     try:
         bundled = next((d for d in list_datasets(db) if d.name == DEMO["dataset"]), None)
         if bundled is None:
-            bundled = datasets.load_and_record(db, settings, datasets.LoadRequest(str(DEMO["dataset"]))).view
+            bundled = datasets.load_and_record(db, datasets.LoadRequest(str(DEMO["dataset"]))).view
         if not list_training_runs(db):
             log.info("training a local model for the screenshots")
-            train_locally(db, settings, TrainingRequest(dataset_id=bundled.id, epochs=12, batch_size=16))
+            train_locally(db, TrainingRequest(dataset_id=bundled.id, epochs=12, batch_size=16))
         protected = [f for f in list_federations(db) if f.config.get("verifier") != "none" and f.rounds_finalized]
         if not protected:
             log.info("running the demo federation for the screenshots")

@@ -194,10 +194,10 @@ class DataPage(QWidget):
             return
         self._show_balance(view.class_counts)
         self.preview_title.setText(f"Preview of {view.name}")
-        db, settings = self.model.db, self.model.settings
+        db = self.model.db
 
         def work(progress: ProgressSink, cancel: CancelToken) -> LoadedDataset:
-            return datasets.load_recorded(db, settings, view.id)
+            return datasets.load_recorded(db, view.id)
 
         task = self.model.run(PREVIEW, work)
         task.succeeded.connect(self._show_loaded)
@@ -208,10 +208,10 @@ class DataPage(QWidget):
 
     def _start_load(self, request: LoadRequest) -> None:
         self.status.setText(f"Loading {request.source}…")
-        db, settings = self.model.db, self.model.settings
+        db = self.model.db
 
         def work(progress: ProgressSink, cancel: CancelToken) -> LoadedDataset:
-            return datasets.load_and_record(db, settings, request)
+            return datasets.load_and_record(db, request)
 
         task = self.model.run(LOADING, work)
         task.succeeded.connect(self._loaded)

@@ -202,7 +202,7 @@ class FederationPage(QWidget):
         for view in list_datasets(self.model.db):
             if view.name in datasets.builtin_datasets():
                 continue
-            request = datasets.request_for(self.model.settings, view)
+            request = datasets.request_for(view)
             self.dataset.addItem(f"{view.name} ({view.samples} cases)", request.as_dict())
         index = self.dataset.findData(current) if current else -1
         self.dataset.setCurrentIndex(max(index, 0))

@@ -204,10 +204,10 @@ class TrainingPage(QWidget):
         request = TrainingRequest(dataset_id=int(dataset_id), architecture=self.network.currentData(),
                                   epochs=self.epochs.value(), batch_size=self.batch_size.value(),
                                   learning_rate=self.learning_rate.value())
-        db, settings = self.model.db, self.model.settings
+        db = self.model.db
 
         def work(progress: ProgressSink, cancel: CancelToken) -> TrainingRunView:
-            return train_locally(db, settings, request, progress, cancel)
+            return train_locally(db, request, progress, cancel)
 
         self._live = []
         self._plot([])

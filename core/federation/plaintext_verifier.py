@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.federation.interfaces import Verifier
 import numpy as np
 
+from core.federation.interfaces import Verifier
 from core.federation.types import Candidate, Commitment, ScoreMatrix, Scores, ValidatorInput, mean_margin
 from core.models.architecture import ModelSpec
 from core.models.evaluation import ModelEvaluator

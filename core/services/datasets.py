@@ -7,10 +7,7 @@ that training or a federation run after a restart reads the same data the user c
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +18,11 @@ from core.data.csv_loader import read_table
 from core.data.dataset import DataKind, Dataset
 from core.data.loading import BUILTIN_DATASETS, detect_format, load_dataset
 from core.errors import DataError, StateError
-from core.settings import Settings
 from core.state.db import Database
 from core.state.queries import DatasetView, list_datasets, record_dataset
 
 log = logging.getLogger(__name__)
 
-LOAD_OPTIONS_FILE = "dataset_sources.json"
 PREVIEW_ROWS = 50
 THUMBNAILS_PER_CLASS = 8
 
@@ -115,51 +110,20 @@ def thumbnails(dataset: Dataset, per_class: int = THUMBNAILS_PER_CLASS) -> tuple
     return tuple(out)
 
 
-def _options_path(settings: Settings) -> Path:
-    return settings.home / LOAD_OPTIONS_FILE
-
-
-def _read_options(settings: Settings) -> dict[str, Any]:
-    path = _options_path(settings)
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StateError(f"The dataset list {path} is unreadable.", detail=str(exc)) from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _remember(settings: Settings, dataset_id: int, request: LoadRequest) -> None:
-    options = _read_options(settings)
-    options[str(dataset_id)] = request.as_dict()
-    path = _options_path(settings)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".datasets-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(options, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def request_for(settings: Settings, view: DatasetView) -> LoadRequest:
+def request_for(view: DatasetView) -> LoadRequest:
     """How a recorded dataset was loaded (a built-in by name, or a file with default options)."""
-    stored = _read_options(settings).get(str(view.id))
-    if stored:
-        return LoadRequest.from_dict(stored)
+    if view.load_options:
+        return LoadRequest.from_dict(view.load_options)
     if view.name in BUILTIN_DATASETS:
         return LoadRequest(view.name)
     return LoadRequest(view.source)
 
 
-def load_and_record(db: Database, settings: Settings, request: LoadRequest) -> LoadedDataset:
+def load_and_record(db: Database, request: LoadRequest) -> LoadedDataset:
     """Loads the data (DataError on bad files), records it, and prepares its preview."""
     dataset = load_dataset(request.source, label_column=request.label_column,
                            drop_columns=request.drop_columns, missing=request.missing)
-    view = record_dataset(db, dataset)
-    _remember(settings, view.id, request)
+    view = record_dataset(db, dataset, request.as_dict())
     log.info("Loaded dataset %s (%d samples) from %s", dataset.name, dataset.num_samples, request.source)
     return _loaded(view, dataset, request)
 
@@ -170,12 +134,12 @@ def _loaded(view: DatasetView, dataset: Dataset, request: LoadRequest) -> Loaded
     return LoadedDataset(view, dataset, request, thumbnails=thumbnails(dataset))
 
 
-def load_recorded(db: Database, settings: Settings, dataset_id: int) -> LoadedDataset:
+def load_recorded(db: Database, dataset_id: int) -> LoadedDataset:
     """Loads a recorded dataset again from where it came from, with the options chosen then."""
     view = next((d for d in list_datasets(db) if d.id == dataset_id), None)
     if view is None:
         raise StateError(f"There is no dataset {dataset_id} in the local database.")
-    request = request_for(settings, view)
+    request = request_for(view)
     try:
         dataset = load_dataset(request.source, label_column=request.label_column,
                                drop_columns=request.drop_columns, missing=request.missing)

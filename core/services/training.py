@@ -56,7 +56,7 @@ class TrainingRequest:
     seed: int = 0
 
 
-def train_locally(db: Database, settings: Settings, request: TrainingRequest,
+def train_locally(db: Database, request: TrainingRequest,
                   progress: ProgressSink = ignore_progress, cancel: CancelToken | None = None) -> TrainingRunView:
     """Trains on 60% of the dataset, validates each epoch on 20%, tests on the held-out 20%.
 
@@ -71,7 +71,7 @@ def train_locally(db: Database, settings: Settings, request: TrainingRequest,
     config = TrainingConfig(epochs=request.epochs, batch_size=request.batch_size,
                             learning_rate=request.learning_rate, seed=request.seed)
     progress(Progress(Stage.LOADING, "loading the dataset"))
-    loaded = load_recorded(db, settings, request.dataset_id)
+    loaded = load_recorded(db, request.dataset_id)
     dataset = loaded.dataset
     dataset.require_trainable()
     spec = spec_for(dataset, request.architecture)
@@ -153,7 +153,7 @@ def evaluate_federation(db: Database, settings: Settings, federation_id: int) ->
     config = federation.config
     request = LoadRequest(str(config["dataset"]), label_column=config.get("label_column"),
                           drop_columns=tuple(config.get("drop_columns") or ()))
-    loaded = load_and_record(db, settings, request)
+    loaded = load_and_record(db, request)
     dataset = loaded.dataset
     split = partition(dataset, int(config["hospitals"]), scheme=config.get("partition", "iid"),
                       alpha=float(config.get("alpha", 0.5)), seed=int(config.get("seed", 0)))

@@ -131,6 +131,7 @@ class Dataset(Base):
     classes: Mapped[list[Any]] = mapped_column(JSON)
     class_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     input_shape: Mapped[list[Any]] = mapped_column(JSON)
+    load_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

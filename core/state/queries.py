@@ -243,6 +243,7 @@ class DatasetView:
     class_counts: dict[str, int]
     input_shape: tuple[int, ...]
     loaded_at: datetime
+    load_options: dict[str, Any] = field(default_factory=dict)
 
 
 # -- conversions -----------------------------------------------------------------------------------
@@ -383,6 +384,7 @@ def _dataset_view(row: DatasetRow) -> DatasetView:
         class_counts={k: int(v) for k, v in row.class_counts.items()},
         input_shape=tuple(int(d) for d in row.input_shape),
         loaded_at=row.loaded_at,
+        load_options=dict(row.load_options or {}),
     )
 
 
@@ -488,8 +490,9 @@ def status_ratio(db: Database, federation_id: int) -> StatusRatio:
 # -- datasets ----------------------------------------------------------------------------------------------
 
 
-def record_dataset(db: Database, dataset: Dataset) -> DatasetView:
-    """Records a loaded dataset; loading the same name and source again updates its row."""
+def record_dataset(db: Database, dataset: Dataset, load_options: Mapping[str, Any] | None = None) -> DatasetView:
+    """Records a loaded dataset and how it was loaded; the same name and source again updates
+    its row."""
     with db.session() as session:
         row = session.scalars(
             select(DatasetRow).where(DatasetRow.name == dataset.name, DatasetRow.source == dataset.source)
@@ -502,6 +505,7 @@ def record_dataset(db: Database, dataset: Dataset) -> DatasetView:
         row.classes = list(dataset.class_names)
         row.class_counts = dataset.class_counts()
         row.input_shape = list(dataset.input_shape)
+        row.load_options = dict(load_options or {})
         row.loaded_at = utcnow()
         session.flush()
         return _dataset_view(row)

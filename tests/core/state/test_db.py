@@ -11,11 +11,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from core.errors import StateError
 from core.state.db import Database, alembic_config, open_database
 from core.state.models import Base, Dataset, Hospital
+from core.state.queries import list_datasets
 
 
 def test_migrations_to_head_on_empty_file_match_the_models(tmp_path: Path) -> None:
@@ -185,3 +186,29 @@ def test_initial_revision_downgrades_to_an_empty_database(tmp_path: Path) -> Non
 
     assert tables == {"alembic_version"}
     open_database(path).close()  # and upgrades again on the next open
+
+
+def test_a_database_of_the_first_schema_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from alembic import command
+
+    from core.state.db import alembic_config
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001_initial")
+        connection.exec_driver_sql(
+            "insert into datasets (name, kind, source, samples, classes, class_counts, input_shape, loaded_at) "
+            "values (?, 'table', 'heart.csv', 10, ?, '{}', '[3]', '2026-01-01 00:00:00')",
+            ("heart", '["a", "b"]'),
+        )
+    engine.dispose()
+
+    db = open_database(path)
+    (view,) = list_datasets(db)
+    assert view.name == "heart" and view.load_options == {}
+    db.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchone()[0] == "0002_dataset_load_options"
