@@ -60,12 +60,25 @@ def check_blob(blobs: BlobStore, digest: str, what: str, peers: Sequence[str] = 
 def audit_chain(
     client: LedgerClient, blobs: BlobStore, *, peers: Sequence[str] = ()
 ) -> tuple[AuditReport, LedgerHistory]:
-    """Replays the ledger and checks every finalised round's global model blob."""
+    """Replays the ledger and checks every finalised round's global model blob, and the blob of
+    every model a round started from (a federation's initial model) where this store has it."""
     history = replay(client)
     discrepancies = list(history.problems)
     checked = 0
     notes: list[str] = []
+    finalized = {e.global_hash for e in history.rounds if e.state == "finalized" and e.global_hash}
+    starts_seen: set[str] = set()
     for entry in history.rounds:
+        start = entry.previous_hash
+        if start and start not in finalized and start not in starts_seen:
+            starts_seen.add(start)
+            if blobs.has(start):
+                problem = check_blob(blobs, start, f"round {entry.number} (id {entry.round_id}) starting model")
+                checked += 1
+                if problem:
+                    discrepancies.append(problem)
+            else:
+                notes.append(f"the starting model {start[:12]} of round {entry.number} is not stored here")
         if entry.state != "finalized" or entry.global_hash is None:
             continue
         problem = check_blob(

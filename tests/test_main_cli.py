@@ -160,14 +160,17 @@ def test_simulate_records_on_the_embedded_chain_by_default_and_audit_agrees(tmp_
     show = run("ledger", "show", home=tmp_path, timeout=120)
     assert "model hospital-3" in show.stdout and "rejected" in show.stdout
 
-    # One changed byte of a global model's blob and the audit names it.
-    blob = sorted((tmp_path / "blobs").iterdir())[0]
-    data = bytearray(blob.read_bytes())
-    data[-1] ^= 0x01
-    blob.write_bytes(bytes(data))
-    tampered = run("ledger", "audit", home=tmp_path, timeout=120)
-    assert tampered.returncode == 10
-    assert blob.name[:12] in tampered.stdout
+    # One changed byte in any stored model (the initial one and each round's) and the audit names it.
+    blobs = sorted((tmp_path / "blobs").iterdir())
+    assert len(blobs) == 3
+    for blob in blobs:
+        original = blob.read_bytes()
+        blob.write_bytes(original[:-1] + bytes([original[-1] ^ 0x01]))
+        tampered = run("ledger", "audit", home=tmp_path, timeout=120)
+        assert tampered.returncode == 10, blob.name
+        assert blob.name in tampered.stdout
+        blob.write_bytes(original)
+    assert run("ledger", "audit", home=tmp_path, timeout=120).returncode == 0
 
 
 @pytest.mark.slow

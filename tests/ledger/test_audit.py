@@ -34,7 +34,8 @@ def test_audit_of_an_intact_ledger_is_ok(two_rounds: tuple[Web3Recorder, list[Pl
     recorder, _ = two_rounds
     report, history = audit_chain(recorder.client, recorder.blobs)
     assert report.ok and report.first_discrepancy is None
-    assert (report.rounds_checked, report.blobs_checked) == (2, 2)
+    # both rounds' global models and the model the first round started from
+    assert (report.rounds_checked, report.blobs_checked) == (2, 3)
     assert report.events_checked == len(recorder.client.events())
 
 
