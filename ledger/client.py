@@ -27,6 +27,8 @@ from ledger.errors import LedgerError, ReceiptTimeout, TransactionReverted
 logger = logging.getLogger(__name__)
 
 SCALE = 10**6  # scores travel on chain as integers scaled by one million
+SCALED_ARGS = frozenset({"cosine", "norm", "referenceAccuracy", "referenceNorm"})  # of the Voted event
+
 ZERO_BYTES32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 
@@ -100,6 +102,12 @@ class LedgerEvent:
     tx_hash: str
     log_index: int
     args: dict[str, Any]
+
+
+def readable_args(event: LedgerEvent) -> dict[str, Any]:
+    """An event's arguments as a person reads them: scaled scores back to decimals."""
+    return {key: value / SCALE if key in SCALED_ARGS and isinstance(value, int) else value
+            for key, value in event.args.items()}
 
 
 def await_receipt(w3: Web3, tx_hash: bytes, *, timeout: float, endpoint: str) -> TxReceipt:

@@ -213,7 +213,9 @@ class LedgerPage(QWidget):
 
     def _describe(self, event: Any) -> tuple[str, str, str]:
         """Round, who, and the remaining arguments of an event, in words."""
-        args = dict(event.args)
+        from core.services.explorer import event_details  # loaded with the events already
+
+        args = event_details(event)
         round_number = args.pop("roundNumber", None)
         if round_number is None and "roundId" in args:
             round_number = self._rounds.get(int(args["roundId"]), "")

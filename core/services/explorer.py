@@ -10,12 +10,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import ConfigError
 from core.services import ledger_audit
 from core.settings import Settings
 from ledger.accounts import Keystore
-from ledger.client import LedgerEvent
+from ledger.client import LedgerEvent, readable_args
 from ledger.errors import KeystoreError
 from ledger.explorer import BlockView, TransactionView
 
@@ -61,6 +62,11 @@ def blocks(settings: Settings, limit: int = 50) -> list[BlockView]:
 def events(settings: Settings, limit: int = 500, name: str | None = None) -> list[LedgerEvent]:
     """The most recent decoded contract events, newest first, optionally of one kind."""
     return ledger_audit.recent_events(settings, limit=limit, name=name)
+
+
+def event_details(event: LedgerEvent) -> dict[str, Any]:
+    """An event's arguments as the Ledger page shows them (scores as decimals, not scaled)."""
+    return readable_args(event)
 
 
 def verify_model_hash(settings: Settings, model_hash: str) -> bool:

@@ -284,3 +284,15 @@ def test_a_voted_round_cannot_be_declared_unverified(chain4: Chain) -> None:
     with pytest.raises(TransactionReverted) as exc:
         chain4.client.decide_unverified(chain4.admin, 1)
     assert reason(exc) == "votes were cast in this round"
+
+
+def test_vote_scores_read_back_as_decimals() -> None:
+    from ledger.client import LedgerEvent, readable_args
+
+    event = LedgerEvent("Voted", 7, "0xabc", 0, {"accept": True, "correct": 17, "total": 18,
+                                                  "cosine": -393899, "norm": 1528369,
+                                                  "referenceAccuracy": 944444, "referenceNorm": 1000000})
+    args = readable_args(event)
+    assert args["correct"] == 17 and args["total"] == 18 and args["accept"] is True
+    assert args["cosine"] == pytest.approx(-0.393899) and args["norm"] == pytest.approx(1.528369)
+    assert args["referenceAccuracy"] == pytest.approx(0.944444) and args["referenceNorm"] == 1.0
