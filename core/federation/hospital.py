@@ -57,7 +57,8 @@ class LocalHospital(HospitalLink):
         colluders: Sequence[str] = (),
         num_hospitals: int = 1,
     ) -> None:
-        data.train.require_trainable()
+        # One class is a legitimate member of a skewed federation (a clinic that sees only benign
+        # cases): it trains from the global model, and the validators judge what that gives.
         self._info = info
         self.data = data
         self._spec = spec

@@ -29,6 +29,22 @@ def test_each_aggregator_runs_a_round_and_is_recorded(aggregator: str, tmp_path:
     db.close()
 
 
+def test_a_hospital_holding_one_class_takes_part_in_a_skewed_federation(tmp_path: Path) -> None:
+    config = SimulationConfig(hospitals=5, rounds=1, partition="dirichlet", alpha=1.0, seed=0,
+                              local_epochs=2, ledger=False)
+    report = run_simulation(config, load_settings(home=tmp_path))
+
+    from core.data.builtin import breast_cancer
+    from core.data.partition import partition
+
+    split = partition(breast_cancer(), 5, scheme="dirichlet", alpha=1.0, seed=0)
+    one_class = [h.hospital_id for h in split.hospitals if min(h.train.class_counts().values()) == 0]
+    assert one_class, "the seed no longer produces a one-class hospital; pick another"
+    models = {m["hospital"]: m for m in report["rounds"][0]["models"]}
+    assert set(models) == {f"hospital-{i}" for i in range(1, 6)}
+    assert report["rounds"][0]["failures"] == []
+
+
 def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
     elsewhere = tmp_path / "other" / "state.db"
     settings = load_settings(home=tmp_path / "home", db=elsewhere)
