@@ -16,6 +16,13 @@ from core.models.weights import cosine as cosine_similarity
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 
 
+def plaintext_commitment(candidate: Candidate) -> Commitment:
+    """The commitment of a verifier that holds the candidate in the clear: its model hash only.
+    NaN or infinite weights are refused here, before anything is recorded."""
+    as_weights(candidate.delta)
+    return Commitment(candidate.hospital_id, candidate.round_number, candidate.model_hash)
+
+
 class PlaintextVerifier(Verifier):
     """Runs each candidate (global + delta) on each validator's split with Keras.
 
@@ -34,8 +41,7 @@ class PlaintextVerifier(Verifier):
         self._global = as_weights(global_weights)
 
     def commit(self, candidate: Candidate) -> Commitment:
-        as_weights(candidate.delta)  # refuses NaN before anything is recorded
-        return Commitment(candidate.hospital_id, candidate.round_number, candidate.model_hash)
+        return plaintext_commitment(candidate)
 
     def score(
         self,
@@ -93,8 +99,7 @@ class NoVerifier(Verifier):
     verifies = False
 
     def commit(self, candidate: Candidate) -> Commitment:
-        as_weights(candidate.delta)
-        return Commitment(candidate.hospital_id, candidate.round_number, candidate.model_hash)
+        return plaintext_commitment(candidate)
 
     def score(
         self,
