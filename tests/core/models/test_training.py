@@ -96,3 +96,11 @@ def test_evaluation_report_counts_per_class() -> None:
     assert report.precision == pytest.approx((0.5, 2 / 3))
     assert report.recall == pytest.approx((0.5, 2 / 3))
     assert report_from_predictions(np.array([0]), np.array([0]), ("a", "b")).recall == (1.0, 0.0)
+
+
+def test_wide_tables_pool_before_the_activation_and_narrow_ones_do_not() -> None:
+    wide = [layer.kind for layer in tabular_cnn_spec(30, 2).layers]
+    narrow = [layer.kind for layer in tabular_cnn_spec(6, 3).layers]
+    assert wide[:4] == ["reshape", "conv2d", "avg_pool", "relu"]
+    assert "avg_pool" not in narrow
+    assert build_keras_model(tabular_cnn_spec(30, 2)).layers[2].output.shape[1:] == (7, 1, 8)
