@@ -61,3 +61,19 @@ def test_unprotected_fedavg_under_scaling_ends_at_least_ten_points_lower(
 
     assert report["summary"]["malicious_accepted"] == 2 * ROUNDS
     assert report["final_accuracy"] <= baseline["final_accuracy"] - 0.10
+
+
+def test_a_boosted_backdoor_is_rejected_on_images_and_unprotected_it_takes_hold(tmp_path: Path) -> None:
+    common: dict[str, Any] = {"hospitals": 5, "malicious": 2, "attack": "backdoor", "rounds": 2,
+                              "attack_params": {"boost": 5.0}, "dataset": "synthetic_images", "seed": 0,
+                              "ledger": False}
+    settings = load_settings(home=tmp_path)
+    protected = run_simulation(SimulationConfig(**common), settings)
+    unprotected = run_simulation(SimulationConfig(verifier="none", **common), settings)
+
+    for row in protected["rounds"]:
+        for model in row["models"]:
+            assert model["status"] == ("rejected" if model["malicious"] else "accepted")
+    assert protected["rounds"][-1]["metrics"]["backdoor_success"] < 0.3
+    assert unprotected["rounds"][-1]["metrics"]["backdoor_success"] > 0.5
+    assert protected["final_accuracy"] > unprotected["final_accuracy"] + 0.2
