@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListView,
     QListWidget,
     QListWidgetItem,
@@ -59,6 +60,10 @@ class DataPage(QWidget):
         self.open_npz = QPushButton("Open MedMNIST .npz…", objectName="openNpzButton")
         self.open_images = QPushButton("Open image folder…", objectName="openImagesButton")
         self.open_dicom = QPushButton("Open DICOM folder…", objectName="openDicomButton")
+        self.dicom_tag = QLineEdit(objectName="dicomTagEdit")
+        self.dicom_tag.setPlaceholderText("class from sub-folders, or a DICOM attribute (e.g. PatientSex)")
+        self.dicom_tag.setToolTip("Leave empty when each class has its own sub-folder; otherwise name the "
+                                  "DICOM attribute (keyword or hex tag) that holds the class.")
         self.status = QLabel("Load a dataset: it stays where it is, only its description is recorded.",
                              objectName="dataStatus")
         self.status.setWordWrap(True)
@@ -69,8 +74,12 @@ class DataPage(QWidget):
         builtin_row.addWidget(self.builtin, 1)
         builtin_row.addWidget(self.load_builtin)
         load_layout.addLayout(builtin_row)
-        for button in (self.open_csv, self.open_npz, self.open_images, self.open_dicom):
+        for button in (self.open_csv, self.open_npz, self.open_images):
             load_layout.addWidget(button)
+        dicom_row = QHBoxLayout()
+        dicom_row.addWidget(self.open_dicom)
+        dicom_row.addWidget(self.dicom_tag, 1)
+        load_layout.addLayout(dicom_row)
         load_layout.addWidget(self.status)
 
         # The CSV choices appear once a table is picked, beside its raw first rows.
@@ -150,7 +159,7 @@ class DataPage(QWidget):
         self.open_csv.clicked.connect(self._pick_csv)
         self.open_npz.clicked.connect(self._pick_npz)
         self.open_images.clicked.connect(lambda: self._pick_folder("Choose an image folder (one sub-folder per class)"))
-        self.open_dicom.clicked.connect(lambda: self._pick_folder("Choose a DICOM folder"))
+        self.open_dicom.clicked.connect(self._pick_dicom)
         self.load_csv.clicked.connect(self._load_csv)
         self.cancel_csv.clicked.connect(self._discard_csv)
         self.label_column.currentTextChanged.connect(self._label_changed)
@@ -292,6 +301,12 @@ class DataPage(QWidget):
         path = QFileDialog.getExistingDirectory(self, caption, str(Path.home()))
         if path:
             self._start_load(LoadRequest(path))
+
+    @Slot()
+    def _pick_dicom(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a DICOM folder", str(Path.home()))
+        if path:
+            self._start_load(LoadRequest(path, dicom_label_tag=self.dicom_tag.text().strip() or None))
 
     @Slot(object)
     def _loaded(self, loaded: LoadedDataset) -> None:

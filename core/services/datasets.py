@@ -29,21 +29,30 @@ THUMBNAILS_PER_CLASS = 8
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What to load: a built-in name or a path, and the options that apply to a CSV table."""
+    """What to load: a built-in name or a path, the options of a CSV table, and for a DICOM
+    folder the attribute that holds the class (None: the class sub-folders)."""
 
     source: str
     label_column: str | None = None
     drop_columns: tuple[str, ...] = ()
     missing: str = "error"
+    dicom_label_tag: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "label_column": self.label_column,
-                "drop_columns": list(self.drop_columns), "missing": self.missing}
+                "drop_columns": list(self.drop_columns), "missing": self.missing,
+                "dicom_label_tag": self.dicom_label_tag}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LoadRequest:
         return cls(source=str(values["source"]), label_column=values.get("label_column"),
-                   drop_columns=tuple(values.get("drop_columns") or ()), missing=values.get("missing", "error"))
+                   drop_columns=tuple(values.get("drop_columns") or ()), missing=values.get("missing", "error"),
+                   dicom_label_tag=values.get("dicom_label_tag"))
+
+    def load(self) -> Dataset:
+        """Reads the data as asked (DataError on bad files)."""
+        return load_dataset(self.source, label_column=self.label_column, drop_columns=self.drop_columns,
+                            missing=self.missing, dicom_label_tag=self.dicom_label_tag)
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,7 @@ def request_for(view: DatasetView) -> LoadRequest:
 
 def load_and_record(db: Database, request: LoadRequest) -> LoadedDataset:
     """Loads the data (DataError on bad files), records it, and prepares its preview."""
-    dataset = load_dataset(request.source, label_column=request.label_column,
-                           drop_columns=request.drop_columns, missing=request.missing)
+    dataset = request.load()
     view = record_dataset(db, dataset, request.as_dict())
     log.info("Loaded dataset %s (%d samples) from %s", dataset.name, dataset.num_samples, request.source)
     return _loaded(view, dataset, request)
@@ -141,8 +149,7 @@ def load_recorded(db: Database, dataset_id: int) -> LoadedDataset:
         raise StateError(f"There is no dataset {dataset_id} in the local database.")
     request = request_for(view)
     try:
-        dataset = load_dataset(request.source, label_column=request.label_column,
-                               drop_columns=request.drop_columns, missing=request.missing)
+        dataset = request.load()
     except DataError as exc:
         raise DataError(f"The dataset '{view.name}' could not be read again from {request.source}: "
                         f"{exc.user_message}", path=request.source) from exc

@@ -144,3 +144,21 @@ def test_a_medmnist_archive_is_loaded_with_its_splits(
     [recorded] = list_datasets(window.model.db)
     assert (recorded.kind, recorded.samples, recorded.input_shape) == ("image", 60, (28, 28, 1))
     assert sorted(recorded.class_counts.values()) == [30, 30]
+
+
+@pytest.mark.parametrize(("tag", "classes"), [("", ("benign", "malignant")), ("PatientSex", ("F", "M"))])
+def test_a_dicom_folder_takes_its_classes_from_sub_folders_or_from_the_chosen_attribute(
+    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch, tag: str, classes: tuple[str, ...]
+) -> None:
+    folder = Path(__file__).resolve().parents[2] / "resources" / "samples" / "lesions_dicom"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    page = go_to(qtbot, window, "Data")
+
+    if tag:
+        qtbot.keyClicks(page.dicom_tag, tag)
+    click(qtbot, page.open_dicom)
+
+    qtbot.waitUntil(lambda: page.thumbnails.count() > 0, timeout=30_000)
+    [recorded] = list_datasets(window.model.db)
+    assert (recorded.kind, recorded.samples, recorded.classes) == ("image", 20, classes)
+    assert recorded.load_options["dicom_label_tag"] == (tag or None)
