@@ -34,7 +34,7 @@ def bench_one(dataset: str, hospitals: int, ledger: bool) -> dict[str, object]:
             weights = initial_weights(federation.spec, 0)
             first = federation.hospitals[0]
             start = time.perf_counter()
-            train_model(federation.spec, first.data.train, first._training, initial_weights=weights)
+            train_model(federation.spec, first.data.train, federation.training, initial_weights=weights)
             baseline = time.perf_counter() - start
             start = time.perf_counter()
             outcome = federation.engine.run_round(1, weights)

@@ -111,6 +111,7 @@ class Federation:
     dataset: Dataset
     split: FederatedSplit
     spec: ModelSpec
+    training: TrainingConfig
     hospitals: list[LocalHospital]
     engine: FederationEngine
     sqlite: SqliteRecorder
@@ -119,9 +120,13 @@ class Federation:
     attack: Attack | None
 
     def close(self) -> None:
-        self.engine.verifier.close()
-        for recorder in self.recorders:
-            recorder.close()
+        """Releases the verifier, the recorders and the database this federation opened."""
+        try:
+            self.engine.verifier.close()
+            for recorder in self.recorders:
+                recorder.close()
+        finally:
+            self.sqlite.database.close()
 
 
 def _training(config: SimulationConfig) -> TrainingConfig:
@@ -196,7 +201,8 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
 
     engine = FederationEngine(hospitals, verifier, aggregator, CompositeRecorder(recorders), policy,
                               evaluate=evaluate)
-    return Federation(config, dataset, split, spec, hospitals, engine, sqlite, recorders, evaluator, attack)
+    return Federation(config, dataset, split, spec, training, hospitals, engine, sqlite, recorders, evaluator,
+                      attack)
 
 
 def round_report(outcome: RoundOutcome, malicious: set[str]) -> dict[str, Any]:
