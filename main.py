@@ -25,7 +25,6 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
 EXIT_AUDIT = 10
 EXIT_CANCELLED = 130
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from core.errors import ConfigError
 from core.federation.aggregators import create_aggregator
@@ -62,8 +61,3 @@ def build_ledger_recorder(settings: Settings, *, rpc_url: str | None = None) -> 
     if url:
         return Web3Recorder.rpc(settings.home, url, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
     return Web3Recorder.embedded(settings.home, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
-
-
-def ensure_home(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
