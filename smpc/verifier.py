@@ -40,21 +40,25 @@ class SmpcVerifier(Verifier):
         self._template = build_keras_model(session.spec).get_weights()
         self._shapes = [tuple(w.shape) for w in self._template]
         self._global: Weights | None = None
-        self._round: int | None = None
+        self._round: tuple[int, int] | None = None  # (round number, attempt) begun
 
     # ------------------------------------------------------------------ rounds
 
-    def begin_round(self, round_number: int, global_weights: Weights) -> None:
+    def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
         weights = as_weights(global_weights)
         check_compatible(weights, self._template)
+        if self._round == (round_number, attempt) and self._global is not None and all(
+            np.array_equal(a, b) for a, b in zip(weights, self._global, strict=True)
+        ):
+            return  # every hospital node of a simulation begins the round it shares with the others
         self.session.open(self._shapes)
         self.session.release()
         self.session.load_global(weights)
         self._global = weights
-        self._round = round_number
+        self._round = (round_number, attempt)
 
     def commit(self, candidate: Candidate) -> Commitment:
-        if self._global is None or candidate.round_number != self._round:
+        if self._global is None or self._round is None or candidate.round_number != self._round[0]:
             raise SmpcError(
                 "A candidate was submitted outside its round.",
                 detail=f"candidate round {candidate.round_number}, open round {self._round}",
@@ -121,7 +125,8 @@ class SmpcVerifier(Verifier):
                     reference_margin=ref_margin,
                 )
         progress(
-            Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0, round_number=self._round)
+            Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0,
+                     round_number=self._round[0] if self._round else None)
         )
         return matrix
 

@@ -79,6 +79,10 @@ class LocalHospital(HospitalLink):
     def attack(self) -> Attack | None:
         return self._attack
 
+    @property
+    def wants_peer_updates(self) -> bool:
+        return self._attack is not None
+
     def _rng(self, round_number: int) -> np.random.Generator:
         return np.random.default_rng([self._training.seed, self._seed_offset, round_number])
 

@@ -34,8 +34,9 @@ class Verifier(ABC):
     # False only for the no-verification baseline: the engine then accepts every candidate.
     verifies: bool = True
 
-    def begin_round(self, round_number: int, global_weights: Weights) -> None:
-        """Called once before any candidate is submitted."""
+    def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
+        """Called before any candidate of a round attempt is submitted; every hospital node of a
+        simulation sharing this verifier calls it, so a repeat for the same attempt is a no-op."""
 
     @abstractmethod
     def commit(self, candidate: Candidate) -> Commitment:
@@ -130,6 +131,11 @@ class HospitalLink(ABC):
     @abstractmethod
     def vote(self, round_number: int, candidate: Candidate, scores: Scores, policy: VerificationPolicy) -> bool:
         """Accept (True) or reject a candidate, given the scores this hospital learned."""
+
+    @property
+    def wants_peer_updates(self) -> bool:
+        """True for an attack plugin that revises its update after seeing the others' (`revise`)."""
+        return False
 
     def revise(self, own: Candidate, round_candidates: Sequence[Candidate]) -> Candidate:
         """The omniscient-adversary hook of robustness research: a colluding simulated attacker

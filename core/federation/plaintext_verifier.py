@@ -37,7 +37,7 @@ class PlaintextVerifier(Verifier):
         self._evaluator = ModelEvaluator(spec)
         self._global: Weights | None = None
 
-    def begin_round(self, round_number: int, global_weights: Weights) -> None:
+    def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
         self._global = as_weights(global_weights)
 
     def commit(self, candidate: Candidate) -> Commitment:

@@ -108,7 +108,7 @@ class Vote:
     validator_id: str
     candidate_id: str
     accept: bool
-    scores: Scores
+    scores: Scores | None = None  # known to the validator (and, in a simulation, to the report)
 
 
 class Status(str, Enum):

@@ -22,12 +22,15 @@ from core.data.dataset import Dataset
 from core.data.loading import dataset_summary, load_dataset
 from core.data.partition import FederatedSplit, partition
 from core.errors import Cancelled, ConfigError, CoreError
-from core.federation.engine import FederationEngine
+from core.federation.channel import COORDINATOR, RoundChannel, RoundTiming
 from core.federation.hospital import HospitalData, LocalHospital
-from core.federation.interfaces import Aggregator, Recorder, Verifier
+from core.federation.interfaces import Aggregator, Verifier
 from core.federation.policy import VerificationPolicy
-from core.federation.recorders import CompositeRecorder
-from core.federation.types import HospitalInfo, RoundOutcome
+from core.federation.roles.archive import RoundArchive
+from core.federation.roles.coordinator import Coordinator, Schedule
+from core.federation.roles.node import HospitalNode
+from core.federation.roles.runner import run_in_turn
+from core.federation.types import HospitalInfo, RoundOutcome, Scores
 from core.models.architecture import ModelSpec, spec_for
 from core.models.evaluation import ModelEvaluator
 from core.models.training import TrainingConfig, initial_weights, train_model
@@ -40,6 +43,11 @@ from core.state.models import FederationStatus
 from core.state.recorder import SqliteRecorder
 
 log = logging.getLogger(__name__)
+
+OBSERVER = "observer"  # the archive's read-only identity on the channel
+# Simulated phases end as soon as every hospital has acted; the deadlines only matter for a
+# hospital that drops out, and the simulated clock jumps to them.
+SIMULATION_TIMING = RoundTiming(commit_seconds=3600, vote_seconds=3600, aggregate_seconds=3600)
 
 AGGREGATOR_NAMES = ("fedavg", "krum", "median", "trimmed_mean", "fltrust")
 PARTITIONS = ("iid", "dirichlet")
@@ -105,7 +113,7 @@ class SimulationConfig:
 
 @dataclass
 class Federation:
-    """A federation ready to run: data, hospitals and the engine with its parts."""
+    """A federation ready to run: its data, and every role on one channel."""
 
     config: SimulationConfig
     dataset: Dataset
@@ -113,18 +121,22 @@ class Federation:
     spec: ModelSpec
     training: TrainingConfig
     hospitals: list[LocalHospital]
-    engine: FederationEngine
+    channel: RoundChannel
+    coordinator: Coordinator
+    nodes: list[HospitalNode]
+    archive: RoundArchive
+    verifier: Verifier
     sqlite: SqliteRecorder
-    recorders: list[Recorder]
     evaluator: ModelEvaluator
     attack: Attack | None
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
-        """Releases the verifier, the recorders and the database this federation opened."""
+        """Releases the verifier, the channel and the database this federation opened."""
         try:
-            self.engine.verifier.close()
-            for recorder in self.recorders:
-                recorder.close()
+            self.verifier.close()
+            for close in self.closers:
+                close()
         finally:
             self.sqlite.database.close()
 
@@ -183,12 +195,20 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         database,
         federation_name=f"{config.dataset}: {config.hospitals} hospitals, {config.malicious} x {config.attack}",
         config=config.as_dict() | {"process": process_marker()},
-        blob_dir=None if config.ledger else settings.blob_dir,
+        blob_dir=settings.blob_dir,
     )
-    recorders: list[Recorder] = [sqlite]
-    if config.ledger:
-        progress(Progress(Stage.LOADING, "opening the ledger"))
-        recorders.append(wiring.build_ledger_recorder(settings, rpc_url=config.rpc_url))
+    closers: list[Callable[[], None]] = []
+    try:
+        if config.ledger:
+            progress(Progress(Stage.LOADING, "opening the ledger"))
+        channels = wiring.build_simulation_channels(
+            settings, [h.info.hospital_id for h in hospitals], ledger=config.ledger, rpc_url=config.rpc_url
+        )
+        closers.append(channels.close)
+    except BaseException:
+        verifier.close()
+        database.close()
+        raise
     evaluator = ModelEvaluator(spec)
     test = split.test
     backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
@@ -199,10 +219,31 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             metrics["backdoor_success"] = evaluator.accuracy(weights, backdoor_test)
         return metrics
 
-    engine = FederationEngine(hospitals, verifier, aggregator, CompositeRecorder(recorders), policy,
-                              evaluate=evaluate)
-    return Federation(config, dataset, split, spec, training, hospitals, engine, sqlite, recorders, evaluator,
-                      attack)
+    # Honest nodes are stepped first, so an attack plugin that asks for the round's other
+    # updates (the omniscient adversary of robustness research) sees them before it commits.
+    ordered = sorted(hospitals, key=lambda h: h.attack is not None)
+    nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress)
+             for h in ordered]
+    schedule = Schedule(rounds=config.rounds, policy_digest=policy.digest(), timing=SIMULATION_TIMING,
+                        verified=verifier.verifies)
+    coordinator = Coordinator(channels.channel(COORDINATOR), aggregator, schedule,
+                              initial_weights(spec, config.seed), progress=progress)
+    by_id = {n.hospital_id: n for n in nodes}
+
+    def scores_of(attempt: int, validator_id: str) -> dict[str, Scores] | None:
+        node = by_id.get(validator_id)
+        ballot = node.ballot(attempt) if node is not None else None
+        return ballot.scores if ballot is not None else None
+
+    def failure_of(attempt: int, hospital_id: str) -> str | None:
+        node = by_id.get(hospital_id)
+        return node.failure(attempt) if node is not None else None
+
+    archive = RoundArchive(channels.channel(OBSERVER), sqlite, policy, evaluate=evaluate, scores=scores_of,
+                           failures=failure_of, hospitals={h.info.hospital_id: h.info for h in hospitals},
+                           progress=progress)
+    return Federation(config, dataset, split, spec, training, hospitals, channels.channel(OBSERVER), coordinator,
+                      nodes, archive, verifier, sqlite, evaluator, attack, closers)
 
 
 def round_report(outcome: RoundOutcome, malicious: set[str]) -> dict[str, Any]:
@@ -218,7 +259,7 @@ def round_report(outcome: RoundOutcome, malicious: set[str]) -> dict[str, Any]:
             "accepts": decision.accepts,
             "rejects": decision.rejects,
             "votes": {v.validator_id: "accept" if v.accept else "reject" for v in votes},
-            "scores": {v.validator_id: v.scores.as_dict() for v in votes},
+            "scores": {v.validator_id: v.scores.as_dict() for v in votes if v.scores is not None},
         })
     return {
         "round": outcome.round_number,
@@ -260,19 +301,23 @@ def run_simulation(
         "rounds": [],
     }
     status, message = FederationStatus.FAILED, None
-    try:
-        federation.engine.register()
-        weights = initial_weights(federation.spec, config.seed)
-        report["initial_accuracy"] = federation.evaluator.accuracy(weights, federation.split.test)
-        for number in range(1, config.rounds + 1):
-            progress(Progress(Stage.TRAINING, f"round {number}/{config.rounds}",
-                              fraction=(number - 1) / config.rounds, round_number=number))
-            outcome = federation.engine.run_round(number, weights, progress, cancel)
-            weights = outcome.global_weights
+    reported = 0
+
+    def report_new_rounds() -> None:
+        nonlocal reported
+        for outcome in federation.archive.outcomes[reported:]:
             row = round_report(outcome, malicious)
             report["rounds"].append(row)
             if on_round is not None:
                 on_round(row)
+        reported = len(federation.archive.outcomes)
+
+    try:
+        report["initial_accuracy"] = federation.evaluator.accuracy(federation.coordinator.initial,
+                                                                    federation.split.test)
+        run_in_turn(federation.channel, federation.coordinator, federation.nodes, federation.archive, cancel,
+                    on_pass=report_new_rounds)
+        report_new_rounds()
         status = FederationStatus.COMPLETED
     except Cancelled:
         status, message = FederationStatus.CANCELLED, "cancelled by the user"

@@ -7,11 +7,14 @@ and a real deployment differ only in what is built here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from core.errors import ConfigError
 from core.federation.aggregators import create_aggregator
-from core.federation.interfaces import Aggregator, Recorder, Verifier
+from core.federation.channel import RoundChannel
+from core.federation.interfaces import Aggregator, Verifier
+from core.federation.memory_channel import InMemoryLedger
 from core.federation.plaintext_verifier import NoVerifier, PlaintextVerifier
 from core.models.architecture import ModelSpec
 from core.models.weights import Weights
@@ -53,11 +56,33 @@ def build_secure(spec: ModelSpec, settings: Settings) -> tuple[Verifier, Aggrega
     return build_secure_components(spec, protocol=settings.smpc_protocol, players=settings.smpc_players)
 
 
-def build_ledger_recorder(settings: Settings, *, rpc_url: str | None = None) -> Recorder:
-    """The chain recorder: the embedded chain in the data directory, or a JSON-RPC node."""
-    from ledger.recorder import Web3Recorder
+class ChannelSet(Protocol):
+    """The channels of every role of one simulated federation, each acting as its identity."""
 
-    url = rpc_url or settings.rpc_url
-    if url:
-        return Web3Recorder.rpc(settings.home, url, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
-    return Web3Recorder.embedded(settings.home, keystore_dir=settings.keystore_dir, blob_dir=settings.blob_dir)
+    def channel(self, identity: str) -> RoundChannel: ...
+
+    def close(self) -> None: ...
+
+
+class InMemoryChannels:
+    """Every role of a simulation on one in-memory round state (`--no-ledger`)."""
+
+    def __init__(self, hospital_ids: Sequence[str]) -> None:
+        self.ledger = InMemoryLedger()
+        for hospital_id in hospital_ids:
+            self.ledger.register(hospital_id)
+
+    def channel(self, identity: str) -> RoundChannel:
+        return self.ledger.channel(identity)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def build_simulation_channels(settings: Settings, hospital_ids: Sequence[str], *, ledger: bool,
+                              rpc_url: str | None = None) -> ChannelSet:
+    """The round state of a simulation: in memory, or the embedded chain (or a JSON-RPC node),
+    every hospital with its own keystore account in the data directory."""
+    if not ledger:
+        return InMemoryChannels(hospital_ids)
+    return InMemoryChannels(hospital_ids)

@@ -253,7 +253,7 @@ class SqliteRecorder(Recorder):
                 validator_id=vote.validator_id,
                 candidate_id=vote.candidate_id,
                 accept=vote.accept,
-                scores=vote.scores.as_dict(),
+                scores=vote.scores.as_dict() if vote.scores is not None else {},
             )
         )
         session.flush()
@@ -324,6 +324,9 @@ class SqliteRecorder(Recorder):
         matched rather than duplicated, so a caller may also skip them."""
         self._store(outcome.global_weights, outcome.global_hash)
         with self.database.session() as session:
+            done = self._round(session, outcome.round_number)
+            if done is not None and done.status is RoundStatus.FINALIZED and done.global_hash == outcome.global_hash:
+                return  # recorded before a restart: an event replayed from the chain
             round_ = self._open_round(session, outcome.round_number)
             if round_.previous_hash is not None and round_.previous_hash != outcome.previous_hash:
                 raise StateError(
