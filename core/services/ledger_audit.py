@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from core.federation.policy import VerificationPolicy
 from core.settings import Settings
+from core.state.blobs import BlobStore
 from core.state.db import Database, open_database
 from core.state.queries import RoundView, list_federations, list_rounds
 from ledger.audit import AuditReport, audit_chain
-from ledger.blobs import BlobStore
 from ledger.client import LedgerEvent
 from ledger.explorer import BlockView, list_blocks, list_events, verify_model_hash
 from ledger.history import LedgerHistory, RoundEntry, replay
