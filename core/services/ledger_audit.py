@@ -247,11 +247,6 @@ def _policy_digest(policy: dict[str, object]) -> str | None:
         return None
 
 
-def audit_exit_code(result: LedgerAuditResult) -> int:
-    """0 when everything agrees, 10 otherwise: what `ledger audit` exits with."""
-    return 0 if result.ok else 10
-
-
 def format_show(history: LedgerHistory) -> str:
     """`ledger show` as text: each round with its models, decisions and votes."""
     lines = [
