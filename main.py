@@ -46,6 +46,10 @@ def _add_home(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The option lists are core's own; both modules are light (no TensorFlow), so --help stays quick.
+    from core.data.partition import SCHEMES
+    from core.federation.aggregators import AGGREGATORS
+
     parser = argparse.ArgumentParser(prog="medfedchain", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -74,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="breast_cancer, diabetes, synthetic_images, or a CSV/.npz/image or DICOM folder path")
     sim.add_argument("--label-column", help="the CSV column holding the class")
     sim.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out (e.g. patient id)")
-    sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
+    sim.add_argument("--partition", default="iid", choices=SCHEMES)
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
-    sim.add_argument("--aggregator", default="fedavg", choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
+    sim.add_argument("--aggregator", default="fedavg", choices=AGGREGATORS)
     sim.add_argument("--verifier", default="plaintext", choices=["plaintext", "none"])
     sim.add_argument("--secure", action="store_true", help="verify and aggregate inside SMPC (TF-Encrypted)")
     sim.add_argument("--epochs", type=int, default=5, help="local epochs per round")

@@ -72,3 +72,21 @@ class StateError(CoreError):
     """The local database is unreadable or out of date."""
 
     exit_code = 7
+
+
+class BlobMismatch(StateError):
+    """A model blob's bytes do not hash to the SHA-256 that names them: a file changed on disk,
+    a peer serving other bytes, or a model that is not the one a round records."""
+
+    def __init__(self, user_message: str, *, expected: str, actual: str) -> None:
+        super().__init__(user_message, detail=f"expected sha256 {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class BlobNotFound(StateError):
+    """No model blob with this SHA-256 is stored here (or at the peer asked)."""
+
+    def __init__(self, user_message: str, *, digest: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.digest = digest

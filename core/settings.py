@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 APP_NAME = "MedFedChain"
 ENV_PREFIX = "MEDFED_"
 SETTINGS_FILE = "settings.json"
+# The SMPC protocols a hospital can choose; smpc.session builds its sessions from this list.
 SMPC_PROTOCOLS = ("securenn", "pond", "aby3")
 
 # The settings file being read by the current `load_settings` call; a context variable so that

@@ -1,10 +1,11 @@
 """The permissioned Ethereum ledger: federation contract, chain client, `Web3Recorder`, model blobs, audit."""
 
+# The blob store and its errors live in core (`core.state.blobs`); re-exported for the ledger's users.
+from core.errors import BlobMismatch, BlobNotFound
+from core.state.blobs import BlobStore
 from ledger.audit import AuditReport, audit_chain
-from ledger.blobs import BlobServer, BlobStore, fetch_blob
+from ledger.blobs import BlobServer, fetch_blob
 from ledger.errors import (
-    BlobMismatch,
-    BlobNotFound,
     DecisionMismatch,
     KeystoreError,
     LedgerError,

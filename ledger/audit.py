@@ -12,9 +12,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ledger.blobs import BlobStore, fetch_blob
+from core.errors import BlobMismatch, BlobNotFound
+from core.state.blobs import BlobStore
+from ledger.blobs import fetch_blob
 from ledger.client import LedgerClient
-from ledger.errors import BlobMismatch, BlobNotFound, LedgerError
+from ledger.errors import LedgerError
 from ledger.history import LedgerHistory, replay
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def check_blob(blobs: BlobStore, digest: str, what: str, peers: Sequence[str] = 
             return None
         except BlobMismatch as exc:
             return f"{what}: peer {peer} served a model that does not match the ledger ({exc.actual})"
-        except LedgerError as exc:
+        except (BlobNotFound, LedgerError) as exc:  # this peer lacks it or is down: ask the next
             logger.info("peer %s could not provide %s: %s", peer, digest, exc)
     return f"{what}: model {digest} is not in the blob store" + (" nor at any peer" if peers else "")
 

@@ -1,96 +1,26 @@
-"""Content-addressed blobs (global models) on disk, served to and fetched from peers over HTTP.
+"""Model blobs served to and fetched from peers over HTTP, on top of core's `BlobStore`.
 
-The chain holds only a model's SHA-256; its bytes live in `home/blobs/<sha256>`, written to a
-temporary name and renamed. Whatever is read back, locally or from a peer, is hashed again and
-refused with `BlobMismatch` when it is not the content the ledger names.
+The chain holds only a model's SHA-256; its bytes live in `home/blobs/<sha256>` (the store in
+`core.state.blobs`). Whatever a peer sends is hashed again and refused with `BlobMismatch` when it
+is not the content the ledger names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import requests
 
-from core.files import write_atomic
-from ledger.errors import BlobMismatch, BlobNotFound, LedgerError, NodeUnavailable
+from core.errors import BlobMismatch, BlobNotFound
+from core.state.blobs import BlobStore, checked_digest, is_digest
+from ledger.errors import LedgerError, NodeUnavailable
 
 logger = logging.getLogger(__name__)
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 MAX_BLOB_BYTES = 1 << 31  # 2 GiB: far above any model the app trains, below anything absurd
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _checked(digest: str) -> str:
-    digest = digest.lower().removeprefix("0x")
-    if not _DIGEST.match(digest):
-        raise LedgerError("A blob name must be a hex SHA-256 digest.", detail=repr(digest))
-    return digest
-
-
-class BlobStore:
-    """A directory of blobs, each named by the SHA-256 of its content."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, digest: str) -> Path:
-        return self.root / _checked(digest)
-
-    def has(self, digest: str) -> bool:
-        return self.path(digest).exists()
-
-    def put(self, data: bytes, expected: str | None = None) -> str:
-        """Stores `data` atomically and returns its digest; refuses it if it is not `expected`."""
-        digest = sha256_hex(data)
-        if expected is not None and digest != _checked(expected):
-            raise BlobMismatch(
-                "The model's bytes do not match its recorded hash.",
-                expected=_checked(expected),
-                actual=digest,
-            )
-        target = self.root / digest
-        if target.exists() and self._digest_of(target) == digest:
-            return digest
-        write_atomic(target, data)
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        """The blob's bytes, verified against its name (a changed byte raises BlobMismatch)."""
-        digest = _checked(digest)
-        try:
-            data = (self.root / digest).read_bytes()
-        except FileNotFoundError as exc:
-            raise BlobNotFound("The model is not in this hospital's blob store.", digest=digest) from exc
-        actual = sha256_hex(data)
-        if actual != digest:
-            raise BlobMismatch("A stored model file was changed on disk.", expected=digest, actual=actual)
-        return data
-
-    def verify(self, digest: str) -> bool:
-        """True when the blob is present and intact."""
-        try:
-            self.get(digest)
-        except (BlobNotFound, BlobMismatch):
-            return False
-        return True
-
-    @staticmethod
-    def _digest_of(path: Path) -> str:
-        h = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
 
 
 class _BlobHandler(BaseHTTPRequestHandler):
@@ -99,7 +29,7 @@ class _BlobHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         name = self.path.rstrip("/").rsplit("/", 1)[-1]
-        if not self.path.startswith("/blobs/") or not _DIGEST.match(name):
+        if not self.path.startswith("/blobs/") or not is_digest(name):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         try:
@@ -156,7 +86,7 @@ class BlobServer:
 
 def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float = 30.0) -> bytes:
     """Downloads a blob from a peer's blob server, verifies its hash and stores it locally."""
-    digest = _checked(digest)
+    digest = checked_digest(digest)
     url = f"{peer_url.rstrip('/')}/blobs/{digest}"
     try:
         with requests.get(url, timeout=timeout, stream=True) as response:
@@ -179,10 +109,12 @@ def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float =
     except requests.HTTPError as exc:
         raise LedgerError("The peer's model server refused the download.", detail=str(exc)) from exc
     data = b"".join(chunks)
-    actual = sha256_hex(data)
-    if actual != digest:
+    try:
+        store.put(data, expected=digest)
+    except BlobMismatch as exc:
         raise BlobMismatch(
-            "The model received from the peer is not the one on the ledger.", expected=digest, actual=actual
-        )
-    store.put(data)
+            "The model received from the peer is not the one on the ledger.",
+            expected=exc.expected,
+            actual=exc.actual,
+        ) from exc
     return data

@@ -61,23 +61,6 @@ class KeystoreError(LedgerError):
         self.path = path
 
 
-class BlobMismatch(LedgerError):
-    """A model blob's content does not hash to the value the ledger records for it."""
-
-    def __init__(self, user_message: str, *, expected: str, actual: str) -> None:
-        super().__init__(user_message, detail=f"expected sha256 {expected}, got {actual}")
-        self.expected = expected
-        self.actual = actual
-
-
-class BlobNotFound(LedgerError):
-    """No blob with this hash is stored locally or at the peer asked."""
-
-    def __init__(self, user_message: str, *, digest: str, detail: str | None = None) -> None:
-        super().__init__(user_message, detail=detail)
-        self.digest = digest
-
-
 class DecisionMismatch(LedgerError):
     """The chain decided a candidate differently from the federation engine."""
 

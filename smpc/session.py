@@ -22,6 +22,7 @@ import tensorflow as tf
 from core.models.architecture import ModelSpec
 from core.models.weights import Weights
 from core.progress import CancelToken
+from core.settings import SMPC_PROTOCOLS
 from smpc.compat import graph_rng_devices, initialize_rng_states, session_config, tfe
 from smpc.errors import CommitmentMismatch, PlayerUnavailable, ProtocolUnsupported, SmpcError
 from smpc.fixedpoint import FixedPointFormat, new_salt, reconstruct, share, share_commitment
@@ -30,7 +31,6 @@ from smpc.players import DRIVER, LOCAL_JOB, ROLES, PlayerConfig
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("securenn", "pond", "aby3")
 
 # tf-encrypted's fixed64 layout (base 3, |x| < 3^7 = 2187) with 9 instead of 8 fractional
 # digits: 3x finer (5.1e-5); the truncation mask then takes ceil(log2 3^25) + 1 + 20 = 61 bits,
@@ -159,8 +159,8 @@ class SmpcSession:
         timeout_s: float = 120.0,
         fmt: FixedPointFormat = FIXED,
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise SmpcError(f"Unknown SMPC protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}.")
+        if protocol not in SMPC_PROTOCOLS:
+            raise SmpcError(f"Unknown SMPC protocol '{protocol}'; choose one of {', '.join(SMPC_PROTOCOLS)}.")
         if protocol != "securenn":
             raise ProtocolUnsupported(
                 f"The {protocol} protocol cannot score candidates exactly: "

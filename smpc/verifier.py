@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from core.federation.interfaces import Verifier
-from core.federation.types import Candidate, Commitment, ScoreMatrix, Scores, ValidatorInput, mean_margin
+from core.federation.reference import reference_scores
+from core.federation.types import Candidate, Commitment, ScoreMatrix, Scores, ValidatorInput
 from core.models.evaluation import ModelEvaluator
 from core.models.keras_builder import build_keras_model
-from core.models.weights import Weights, add, as_weights, check_compatible, flatten, norm
+from core.models.weights import Weights, as_weights, check_compatible, flatten
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 from smpc.errors import SmpcError
 from smpc.fixedpoint import share
@@ -92,7 +93,7 @@ class SmpcVerifier(Verifier):
             raise SmpcError("Scoring was asked for before the round began.")
         for c in candidates:
             self.session.held(c.hospital_id)  # refuses candidates that were never committed
-        references = {v.hospital_id: self._reference(v) for v in validators}
+        references = {v.hospital_id: reference_scores(self._evaluator, self._global, v) for v in validators}
         groups = self._prepare(validators)
         matrix: ScoreMatrix = {}
         for index, candidate in enumerate(candidates):
@@ -109,34 +110,26 @@ class SmpcVerifier(Verifier):
             result = self.session.score_candidate(candidate.hospital_id, groups, cancel)
             cand_norm = math.sqrt(max(result.squared_norm, 0.0))
             for v in validators:
-                ref_acc, ref_norm, ref_margin = references[v.hospital_id]
+                ref = references[v.hospital_id]
                 n = v.validation.num_samples
                 k = self.session.spec.num_classes
-                denom = cand_norm * ref_norm
-                cosine = result.dot[v.hospital_id] / denom if cand_norm > 0.0 and ref_norm > 0.0 else 0.0
+                denom = cand_norm * ref.norm
+                cosine = result.dot[v.hospital_id] / denom if cand_norm > 0.0 and ref.norm > 0.0 else 0.0
                 matrix[(v.hospital_id, candidate.hospital_id)] = Scores(
                     correct=result.correct[v.hospital_id],
                     total=v.validation.num_samples,
                     cosine=float(min(1.0, max(-1.0, cosine))),
                     norm=cand_norm,
-                    reference_accuracy=ref_acc,
-                    reference_norm=ref_norm,
+                    reference_accuracy=ref.accuracy,
+                    reference_norm=ref.norm,
                     margin=result.margin_sum[v.hospital_id] / ((k - 1) * n),
-                    reference_margin=ref_margin,
+                    reference_margin=ref.margin,
                 )
         progress(
             Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0,
                      round_number=self._round[0] if self._round else None)
         )
         return matrix
-
-    def _reference(self, validator: ValidatorInput) -> tuple[float, float, float]:
-        """The validator's own update on its own split: its data, its model, no SMPC needed."""
-        assert self._global is not None
-        data = validator.validation
-        logits = self._evaluator.logits(add(self._global, validator.own_delta), data.x)
-        accuracy = float(np.mean(np.argmax(logits, axis=1) == data.y))
-        return accuracy, norm(validator.own_delta), mean_margin(logits, data.y)
 
     def _prepare(self, validators: Sequence[ValidatorInput]) -> list[ValidatorGroup]:
         """Each validator shares its own update now and its rows batch by batch, freshly for each

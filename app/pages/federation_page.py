@@ -33,13 +33,15 @@ from app.notifier import report_error
 from app.widgets import ACCEPTED, NEUTRAL, REJECTED, item, local_time, percent, read_only_table, short_hash
 from app.workers import Task
 from core.attacks.registry import attack_names
+from core.federation.aggregators import AGGREGATORS
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 from core.services import datasets
 from core.settings import update_settings
 from core.state.queries import FederationView, RoundView, list_datasets, list_federations, list_rounds
 
-AGGREGATORS = (("FedAvg (weighted mean)", "fedavg"), ("Krum", "krum"), ("Coordinate-wise median", "median"),
-               ("Trimmed mean", "trimmed_mean"), ("FLTrust", "fltrust"))
+# How the aggregator combo shows each of core's aggregators (the list itself is core's AGGREGATORS).
+AGGREGATOR_LABELS = {"fedavg": "FedAvg (weighted mean)", "krum": "Krum", "median": "Coordinate-wise median",
+                     "trimmed_mean": "Trimmed mean", "fltrust": "FLTrust"}
 # The steps of a round in order, with the timeline's wording (secure wording when SMPC is on).
 STEPS = (
     (Stage.TRAINING, "Local training", "Local training"),
@@ -108,8 +110,8 @@ class FederationPage(QWidget):
         self.rounds = QSpinBox(objectName="roundsSpin", minimum=1, maximum=50, value=3)
         self.dataset = QComboBox(objectName="federationDatasetCombo")
         self.aggregator = QComboBox(objectName="aggregatorCombo")
-        for text, value in AGGREGATORS:
-            self.aggregator.addItem(text, value)
+        for name in AGGREGATORS:
+            self.aggregator.addItem(AGGREGATOR_LABELS.get(name, name), name)
         self.local_epochs = QSpinBox(objectName="localEpochsSpin", minimum=1, maximum=50, value=5)
         self.secure = QCheckBox("Verify and aggregate inside SMPC (secure mode; slower)", objectName="secureCheck")
         config_box = QGroupBox("Federation")

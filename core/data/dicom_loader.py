@@ -30,6 +30,7 @@ from core.data.image_folder import (
     resize,
     stack_images,
     to_layout,
+    two_or_more_class_folders,
 )
 from core.errors import ConfigError, DataError
 
@@ -199,19 +200,12 @@ def load_dicom_folder(
 
     candidates: list[tuple[Path, str | None]] = []  # file, class folder (folder mode)
     if tag is None:
-        folders = class_folders(root)
-        if not folders:
-            raise DataError(
-                f"The DICOM folder '{root}' has no class sub-folders. Put the files of each class in a "
-                "sub-folder named after the class, or take the class from a DICOM attribute (label tag).",
-                path=str(root),
-            )
-        if len(folders) < 2:
-            raise DataError(
-                f"The DICOM folder '{root}' has only one class sub-folder ('{folders[0].name}'); "
-                "a classifier needs at least two classes.",
-                path=str(root),
-            )
+        folders = two_or_more_class_folders(
+            root,
+            "DICOM folder",
+            "Put the files of each class in a sub-folder named after the class, "
+            "or take the class from a DICOM attribute (label tag).",
+        )
         for folder in folders:
             files = files_under(folder)
             if not files:

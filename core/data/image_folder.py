@@ -54,6 +54,21 @@ def class_folders(root: Path) -> list[Path]:
     )
 
 
+def two_or_more_class_folders(root: Path, what: str, advice: str) -> list[Path]:
+    """`class_folders(root)`, refused with a DataError naming `what` ("image folder") unless there
+    are at least two; `advice` says how to lay the folder out when there are none."""
+    folders = class_folders(root)
+    if not folders:
+        raise DataError(f"The {what} '{root}' has no class sub-folders. {advice}", path=str(root))
+    if len(folders) < 2:
+        raise DataError(
+            f"The {what} '{root}' has only one class sub-folder ('{folders[0].name}'); "
+            "a classifier needs at least two classes.",
+            path=str(root),
+        )
+    return folders
+
+
 def files_under(folder: Path) -> list[Path]:
     """Every visible file below `folder` (any depth), in a stable order."""
     return sorted(
@@ -135,21 +150,13 @@ def load_image_folder(
     check_image_options(image_size, channels)
     if not root.is_dir():
         raise DataError(f"'{root}' is not a folder.", path=str(root))
-    classes = class_folders(root)
-    if not classes:
-        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        hint = " The images lie directly in it;" if loose else ""
-        raise DataError(
-            f"The image folder '{root}' has no class sub-folders.{hint} "
-            "Put the images of each class in a sub-folder named after the class (e.g. benign/, malignant/).",
-            path=str(root),
-        )
-    if len(classes) < 2:
-        raise DataError(
-            f"The image folder '{root}' has only one class sub-folder ('{classes[0].name}'); "
-            "a classifier needs at least two classes.",
-            path=str(root),
-        )
+    loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+    classes = two_or_more_class_folders(
+        root,
+        "image folder",
+        ("The images lie directly in it; " if loose else "")
+        + "Put the images of each class in a sub-folder named after the class (e.g. benign/, malignant/).",
+    )
 
     files: list[tuple[Path, int]] = []
     ignored: list[Path] = []

@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 RootUpdate = Callable[[Weights], Weights]
 
-AGGREGATORS = ("fedavg", "krum", "median", "trimmed_mean", "fltrust")
-
 
 def _checked_global(global_weights: Sequence[np.ndarray]) -> Weights:
     try:
@@ -241,6 +239,10 @@ class FLTrust(StackedAggregator):
         return (trust / total) @ rescaled
 
 
+# The names `create_aggregator` builds: the one list the CLI, the services and the GUI offer.
+AGGREGATORS = tuple(cls.name for cls in (FedAvg, Krum, CoordinateMedian, TrimmedMean, FLTrust))
+
+
 def create_aggregator(
     name: str,
     *,
@@ -256,17 +258,17 @@ def create_aggregator(
     """
     num_malicious = _count("The assumed number of malicious hospitals", num_malicious, 0)
     key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
-    if key == "fedavg":
+    if key == FedAvg.name:
         return FedAvg()
-    if key == "krum":
+    if key == Krum.name:
         return Krum(num_malicious, multi=multi)
-    if key == "median":
+    if key == CoordinateMedian.name:
         return CoordinateMedian()
-    if key == "trimmed_mean":
+    if key == TrimmedMean.name:
         if beta is not None:
             return TrimmedMean(beta)
         return TrimmedMean(num_trimmed=num_malicious) if num_malicious else TrimmedMean()
-    if key == "fltrust":
+    if key == FLTrust.name:
         if root_update is None:
             raise ConfigError(
                 "FLTrust needs a trusted root dataset to compute its root update; none was given."

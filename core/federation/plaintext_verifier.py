@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.federation.interfaces import Verifier
+from core.federation.reference import reference_scores
 from core.federation.types import Candidate, Commitment, ScoreMatrix, Scores, ValidatorInput, mean_margin
 from core.models.architecture import ModelSpec
 from core.models.evaluation import ModelEvaluator
@@ -57,10 +58,7 @@ class PlaintextVerifier(Verifier):
         done = 0
         for validator in validators:
             x, y = validator.validation.x, validator.validation.y
-            own_logits = self._evaluator.logits(add(self._global, validator.own_delta), x)
-            reference_accuracy = float(np.mean(np.argmax(own_logits, axis=1) == y))
-            reference_margin = mean_margin(own_logits, y)
-            reference_norm = norm(validator.own_delta)
+            reference = reference_scores(self._evaluator, self._global, validator)
             for candidate in candidates:
                 cancel.raise_if_cancelled()
                 logits = self._evaluator.logits(add(self._global, candidate.delta), x)
@@ -69,10 +67,10 @@ class PlaintextVerifier(Verifier):
                     total=validator.validation.num_samples,
                     cosine=cosine_similarity(candidate.delta, validator.own_delta),
                     norm=norm(candidate.delta),
-                    reference_accuracy=reference_accuracy,
-                    reference_norm=reference_norm,
+                    reference_accuracy=reference.accuracy,
+                    reference_norm=reference.norm,
                     margin=mean_margin(logits, y),
-                    reference_margin=reference_margin,
+                    reference_margin=reference.margin,
                 )
                 done += 1
                 progress(

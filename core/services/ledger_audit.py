@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from core.federation.policy import VerificationPolicy
 from core.settings import Settings
+from core.state.blobs import BlobStore
 from core.state.db import Database, open_database
 from core.state.queries import RoundView, list_federations, list_rounds
 from ledger.audit import AuditReport, audit_chain
-from ledger.blobs import BlobStore
 from ledger.client import LedgerEvent
 from ledger.explorer import BlockView, list_blocks, list_events, verify_model_hash
 from ledger.history import LedgerHistory, RoundEntry, replay
@@ -245,11 +245,6 @@ def _policy_digest(policy: dict[str, object]) -> str | None:
     except TypeError:
         logger.debug("policy without a digest: %s", json.dumps(policy))
         return None
-
-
-def audit_exit_code(result: LedgerAuditResult) -> int:
-    """0 when everything agrees, 10 otherwise: what `ledger audit` exits with."""
-    return 0 if result.ok else 10
 
 
 def format_show(history: LedgerHistory) -> str:

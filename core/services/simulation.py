@@ -20,8 +20,9 @@ from core.attacks.base import Attack
 from core.attacks.registry import create_attack
 from core.data.dataset import Dataset
 from core.data.loading import dataset_summary, load_dataset
-from core.data.partition import FederatedSplit, partition
+from core.data.partition import SCHEMES, FederatedSplit, partition
 from core.errors import Cancelled, ConfigError, CoreError
+from core.federation.aggregators import AGGREGATORS
 from core.federation.channel import COORDINATOR, RoundChannel, RoundTiming
 from core.federation.hospital import HospitalData, LocalHospital
 from core.federation.interfaces import Aggregator, Verifier
@@ -48,9 +49,6 @@ OBSERVER = "observer"  # the archive's read-only identity on the channel
 # Simulated phases end as soon as every hospital has acted; the deadlines only matter for a
 # hospital that drops out, and the simulated clock jumps to them.
 SIMULATION_TIMING = RoundTiming(commit_seconds=3600, vote_seconds=3600, aggregate_seconds=3600)
-
-AGGREGATOR_NAMES = ("fedavg", "krum", "median", "trimmed_mean", "fltrust")
-PARTITIONS = ("iid", "dirichlet")
 
 
 @dataclass(frozen=True)
@@ -88,10 +86,10 @@ class SimulationConfig:
             raise ConfigError("Malicious hospitals need an --attack other than 'none'.")
         if self.rounds < 1:
             raise ConfigError("Run at least one round.")
-        if self.partition not in PARTITIONS:
-            raise ConfigError(f"Unknown partition '{self.partition}'; choose one of {', '.join(PARTITIONS)}.")
-        if self.aggregator not in AGGREGATOR_NAMES:
-            raise ConfigError(f"Unknown aggregator '{self.aggregator}'; choose one of {', '.join(AGGREGATOR_NAMES)}.")
+        if self.partition not in SCHEMES:
+            raise ConfigError(f"Unknown partition '{self.partition}'; choose one of {', '.join(SCHEMES)}.")
+        if self.aggregator not in AGGREGATORS:
+            raise ConfigError(f"Unknown aggregator '{self.aggregator}'; choose one of {', '.join(AGGREGATORS)}.")
         if self.verifier not in wiring.VERIFIERS:
             raise ConfigError(f"Unknown verifier '{self.verifier}'; choose one of {', '.join(wiring.VERIFIERS)}.")
         if self.secure and (self.aggregator != "fedavg" or self.verifier != "plaintext"):

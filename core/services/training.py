@@ -14,7 +14,7 @@ from core.data.partition import partition
 from core.errors import Cancelled, CoreError, StateError
 from core.federation.policy import VerificationPolicy
 from core.models.architecture import spec_for
-from core.models.weights import Weights, from_bytes, weights_hash
+from core.models.weights import weights_hash
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services.datasets import LoadRequest, load_and_record, load_recorded
 from core.services.recovery import process_marker
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from core.services.simulation import SimulationConfig
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -120,23 +119,6 @@ def train_locally(db: Database, request: TrainingRequest,
     return view
 
 
-
-
-
-def _global_weights(settings: Settings, model_hash: str) -> Weights:
-    """The stored global model: the SQLite-only blob store, or the ledger's (raw bytes) one."""
-    store = BlobStore(settings.blob_dir)
-    if model_hash in store:
-        return store.get(model_hash)
-    path = settings.blob_dir / model_hash
-    if path.is_file():
-        weights = from_bytes(path.read_bytes())
-        if weights_hash(weights) == model_hash:
-            return weights
-        raise StateError(f"The stored model file {path} does not match its hash and may be corrupt.")
-    raise StateError(f"The global model {model_hash[:12]}… is not stored on this machine.")
-
-
 def evaluate_federation(db: Database, settings: Settings, federation_id: int) -> EvaluationView | None:
     """Tests a federation's last global model on the run's held-out test set and records it.
 
@@ -159,7 +141,8 @@ def evaluate_federation(db: Database, settings: Settings, federation_id: int) ->
                       alpha=float(config.get("alpha", 0.5)), seed=int(config.get("seed", 0)))
     spec = spec_for(dataset, config.get("architecture"))
     assert last.global_hash is not None
-    report = ModelEvaluator(spec).evaluate(_global_weights(settings, last.global_hash), split.test)
+    global_weights = BlobStore(settings.blob_dir).get_weights(last.global_hash)
+    report = ModelEvaluator(spec).evaluate(global_weights, split.test)
     return record_evaluation(db, Evaluation.from_confusion(report.confusion, report.class_names),
                              federation_id=federation_id, round_number=last.number, dataset_id=loaded.view.id)
 

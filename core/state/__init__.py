@@ -2,5 +2,5 @@
 
 `db.open_database` opens and migrates it, `models` is its schema, `recorder.SqliteRecorder`
 writes federation rounds into it, `queries` reads it back as plain dataclasses and writes
-datasets and training runs, `blobs.BlobStore` keeps model weights beside it.
+datasets and training runs, `blobs.BlobStore` keeps model blobs (weights, named by their hash) beside it.
 """

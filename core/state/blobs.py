@@ -1,64 +1,127 @@
-"""Content-addressed storage of model weights under the settings' `blob_dir`.
+"""Content-addressed model blobs under the settings' `blob_dir`: one file per model, named by the
+SHA-256 of its bytes.
 
-The database records hashes; the weights themselves live in files named by that hash, so the
-GUI can restore or export any round's global model after a restart. A file is written to a
-temporary name and renamed, and checked against its name when read back.
+The database and the chain record only hashes; the bytes live here, so any round's global model
+can be restored, exported or served to a peer after a restart. Weights are stored in their
+canonical byte form, so a file's name is also the model's `weights_hash`. A file is written to a
+temporary name and renamed, and hashed again whenever it is read back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from core.errors import ModelError, StateError
+from core.errors import BlobMismatch, BlobNotFound, ModelError, StateError
 from core.files import write_atomic
-from core.models.weights import Weights, from_bytes, to_bytes, weights_hash
+from core.models.weights import Weights, from_bytes, to_bytes
 
-_HASH = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_digest(text: str) -> bool:
+    """True for a lower-case hex SHA-256, the only names a blob store holds."""
+    return bool(_DIGEST.match(text))
+
+
+def checked_digest(digest: str) -> str:
+    """The digest in the store's spelling (lower case, no `0x`); StateError for anything else."""
+    normal = digest.lower().removeprefix("0x")
+    if not is_digest(normal):
+        raise StateError(f"'{digest}' is not a model hash.", detail="a hex SHA-256 digest is expected")
+    return normal
 
 
 class BlobStore:
-    """Model weights on disk, one `<sha256>` file per distinct model: the same naming as the
-    ledger's blob store, so a model stored by either is found by both."""
+    """A directory of blobs, each named by the SHA-256 of its content."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
 
-    def path_for(self, model_hash: str) -> Path:
-        if not _HASH.match(model_hash):
-            raise StateError(f"'{model_hash}' is not a model hash.")
-        return self.directory / model_hash
+    def path(self, digest: str) -> Path:
+        return self.root / checked_digest(digest)
 
-    def __contains__(self, model_hash: str) -> bool:
-        return self.path_for(model_hash).is_file()
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
 
-    def put(self, weights: Sequence[np.ndarray]) -> str:
-        """Stores the weights (once per distinct model) and returns their hash."""
-        blob = to_bytes(weights)
-        model_hash = weights_hash(weights)
-        target = self.path_for(model_hash)
-        if target.is_file():
-            return model_hash
+    __contains__ = has
+
+    def put(self, data: bytes, expected: str | None = None) -> str:
+        """Stores `data` (once per distinct content) and returns its digest; refuses it with
+        BlobMismatch when it is not the content `expected` names."""
+        digest = sha256_hex(data)
+        if expected is not None and digest != checked_digest(expected):
+            raise BlobMismatch(
+                "The model's bytes do not match its recorded hash.",
+                expected=checked_digest(expected),
+                actual=digest,
+            )
+        target = self.root / digest
+        if target.is_file() and self._digest_of(target) == digest:
+            return digest
         try:
-            write_atomic(target, blob)
+            write_atomic(target, data)
         except OSError as exc:
-            raise StateError(
-                f"The model could not be saved under {self.directory}.", detail=str(exc)
-            ) from exc
-        return model_hash
+            raise StateError(f"The model could not be saved under {self.root}.", detail=str(exc)) from exc
+        return digest
 
-    def get(self, model_hash: str) -> Weights:
-        """The weights stored under `model_hash`; StateError if missing or not matching it."""
-        path = self.path_for(model_hash)
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, verified against its name: BlobNotFound if absent, BlobMismatch if
+        a byte changed."""
+        path = self.path(digest)
+        digest = path.name
         try:
-            weights = from_bytes(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError as exc:
-            raise StateError(f"The model {model_hash[:12]}… is not stored on this machine.") from exc
-        except (OSError, ModelError) as exc:
+            raise BlobNotFound(
+                f"The model {digest[:12]}… is not stored on this machine.", digest=digest
+            ) from exc
+        except OSError as exc:
             raise StateError(f"The stored model file {path} is unreadable.", detail=str(exc)) from exc
-        if weights_hash(weights) != model_hash:
-            raise StateError(f"The stored model file {path} does not match its hash and may be corrupt.")
-        return weights
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise BlobMismatch(
+                f"The stored model file {path} was changed on disk and no longer matches its hash.",
+                expected=digest,
+                actual=actual,
+            )
+        return data
+
+    def verify(self, digest: str) -> bool:
+        """True when the blob is present and intact."""
+        try:
+            self.get(digest)
+        except (BlobNotFound, BlobMismatch):
+            return False
+        return True
+
+    def put_weights(self, weights: Sequence[np.ndarray]) -> str:
+        """Stores model weights in their canonical bytes; returns their hash (`weights_hash`)."""
+        return self.put(to_bytes(weights))
+
+    def get_weights(self, digest: str) -> Weights:
+        """The model stored under `digest`, verified like `get`."""
+        data = self.get(digest)
+        try:
+            return from_bytes(data)
+        except ModelError as exc:
+            raise StateError(
+                f"The stored model file {self.path(digest)} is not a MedFedChain model.",
+                detail=exc.user_message,
+            ) from exc
+
+    @staticmethod
+    def _digest_of(path: Path) -> str:
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()

@@ -119,7 +119,7 @@ class SqliteRecorder(Recorder):
     def _store(self, weights: Weights, expected_hash: str) -> None:
         if self.blobs is None:
             return
-        stored = self.blobs.put(weights)
+        stored = self.blobs.put_weights(weights)
         if stored != expected_hash:
             raise StateError(
                 "The global model does not match the hash the round names.",

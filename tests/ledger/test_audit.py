@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.state.blobs import BlobStore
 from ledger.audit import audit_chain
-from ledger.blobs import BlobServer, BlobStore
+from ledger.blobs import BlobServer
 from ledger.client import LedgerEvent
 from ledger.explorer import list_blocks, list_events, verify_model_hash
 from ledger.history import _Replay

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import BlobMismatch, BlobNotFound
 from core.models.weights import from_bytes, to_bytes, weights_hash
-from ledger.blobs import BlobServer, BlobStore, fetch_blob, sha256_hex
-from ledger.errors import BlobMismatch, BlobNotFound, LedgerError
+from core.state.blobs import BlobStore, sha256_hex
+from ledger.blobs import BlobServer, fetch_blob
+from ledger.errors import LedgerError
 from tests.ledger.rounds import initial_weights
 
 

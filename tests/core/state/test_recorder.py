@@ -126,7 +126,7 @@ def test_global_models_are_kept_as_blobs(recorder: SqliteRecorder, tmp_path: Pat
     recorder.finalize_round(outcome)
 
     blobs = BlobStore(tmp_path / "blobs")
-    restored = blobs.get(outcome.global_hash)
+    restored = blobs.get_weights(outcome.global_hash)
     assert weights_hash(restored) == outcome.global_hash
     assert weights_hash(previous) in blobs
 
