@@ -107,14 +107,14 @@ def verify_on_chain(consortium: Consortium, client: LedgerClient, *, account: st
         raise WrongAdmin(
             f"The contract's admin is not the account that signed the consortium file of '{consortium.name}'.",
             expected=consortium.admin, actual=chain_admin)
-    chain_coordinator = client.coordinator()
-    if not same_address(chain_coordinator, consortium.coordinator.address) or (
-        client.coordinator_store_url() != consortium.coordinator.store_url
+    on_chain, named = client.coordinator(), consortium.coordinator
+    if on_chain.account is None or not same_address(on_chain.account, named.address) or (
+        on_chain.store_url != named.store_url
     ):
         raise ConsortiumMismatch(
             f"The ledger names a different coordinator than the consortium file of '{consortium.name}': "
             "ask the admin for the current file.",
-            detail=f"ledger {chain_coordinator}, file {consortium.coordinator.address}")
+            detail=f"ledger {on_chain.account} {on_chain.store_url}, file {named.address} {named.store_url}")
     registered = {m.account.lower(): m for m in client.members() if m.account}
     for entry in consortium.members:
         found = registered.get(entry.address.lower())

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -89,6 +89,14 @@ StoreUrl = Annotated[str, AfterValidator(_url)]
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def checked(cls, what: str, **values: Any) -> Self:
+        """A record built from arguments, its first invalid field refused as a ConsortiumError."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConsortiumError(f"The {what} is not valid: {_first_error(exc)}.", detail=str(exc)) from exc
 
 
 class ContractEntry(_Record):
@@ -348,11 +356,15 @@ def parse_consortium(text: str, *, source: str) -> Consortium:
     try:
         return Consortium.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "the file"
-        what = "is not allowed (unknown key)" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConsortiumFileInvalid(f"The consortium file '{source}' is not valid: {where} {what}.",
+        raise ConsortiumFileInvalid(f"The consortium file '{source}' is not valid: {_first_error(exc)}.",
                                     path=source, detail=str(exc)) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the record"
+    what = "is not allowed (unknown key)" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{where} {what}"
 
 
 def read_consortium(path: Path) -> Consortium:

@@ -131,8 +131,12 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
     dataset = load_dataset(plan.dataset, label_column=plan.label_column, drop_columns=plan.drop_columns)
     spec = spec_for(dataset, plan.architecture)
     # Everything but the chain is checked before anything is deployed.
-    coordinator = CoordinatorEntry(address=plan.coordinator, store_url=plan.coordinator_store_url)
-    timing, policy = TimingEntry.of(plan.timing), PolicyEntry.of(plan.policy)
+    coordinator = CoordinatorEntry.checked("coordinator", address=plan.coordinator,
+                                           store_url=plan.coordinator_store_url)
+    timing = TimingEntry.checked("round timing", commit_seconds=plan.timing.commit_seconds,
+                                 vote_seconds=plan.timing.vote_seconds,
+                                 aggregate_seconds=plan.timing.aggregate_seconds)
+    policy = PolicyEntry.of(plan.policy)
     url = _rpc(settings, rpc_url)
     secret = password()
     if own_address(settings.keystore_dir) is None:
@@ -143,8 +147,8 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
     client = deploy_federation(w3, admin, coordinator=coordinator.address,
                                coordinator_store_url=coordinator.store_url, endpoint=url,
                                receipt_timeout=RECEIPT_TIMEOUT)
-    unsigned = Consortium(
-        format_version=FORMAT_VERSION, name=plan.name, chain_id=client.chain_id,
+    unsigned = Consortium.checked(
+        "consortium", format_version=FORMAT_VERSION, name=plan.name, chain_id=client.chain_id,
         contract=ContractEntry(address=client.address, code_hash=client.code_hash()),
         admin=admin.address, coordinator=coordinator, model=ModelEntry.of(spec),
         input_schema=InputSchema.of(dataset), policy=policy, timing=timing, aggregator=plan.aggregator,
@@ -160,8 +164,8 @@ def add_hospital(path: Path, *, settings: Settings, rpc_url: str | None, address
     """Registers a hospital on chain (admin only, between rounds) and rewrites the file, re-signed,
     listing it. Safe to re-run: a hospital already registered as asked is only written."""
     consortium = load_consortium(path, recover_signer)
-    extended = consortium.with_member(MemberEntry(address=address, hospital_id=hospital_id,
-                                                  store_url=store_url))
+    extended = consortium.with_member(MemberEntry.checked("hospital", address=address,
+                                                          hospital_id=hospital_id, store_url=store_url))
     client = _client(consortium, settings, rpc_url)
     verify_on_chain(consortium, client)
     admin = unlock_own_account(settings.keystore_dir, password())
