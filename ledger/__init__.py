@@ -1,6 +1,12 @@
-"""The permissioned Ethereum ledger: federation contract, chain client, `Web3Recorder`, model blobs, audit."""
+"""The permissioned Ethereum ledger: federation contract, chain client, `LedgerChannel`, model blobs, audit.
 
-from ledger.audit import AuditReport, audit_chain
+The v1 recorder, history and audit modules are loaded only when asked for (PEP 562), so the
+rest of the package imports without them while they are ported to contract v2.
+"""
+
+from importlib import import_module
+from typing import Any
+
 from ledger.blobs import BlobServer, BlobStore, fetch_blob
 from ledger.errors import (
     BlobMismatch,
@@ -12,9 +18,24 @@ from ledger.errors import (
     TransactionReverted,
     UnknownAccount,
 )
-from ledger.history import LedgerHistory, replay
-from ledger.recorder import Web3Recorder
 from ledger.session import LedgerSession, LedgerSettings, open_ledger
+
+_LAZY = {
+    "AuditReport": "ledger.audit",
+    "audit_chain": "ledger.audit",
+    "LedgerHistory": "ledger.history",
+    "replay": "ledger.history",
+    "Web3Recorder": "ledger.recorder",
+    "LedgerChannel": "ledger.channel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ledger' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
 
 __all__ = [
     "AuditReport",
@@ -24,6 +45,7 @@ __all__ = [
     "BlobStore",
     "DecisionMismatch",
     "KeystoreError",
+    "LedgerChannel",
     "LedgerError",
     "LedgerHistory",
     "LedgerSession",
