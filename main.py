@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(check)
     check.add_argument("--consortium", type=Path, required=True)
     check.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    check.add_argument("--dataset", help="also check that this hospital's dataset fits the consortium's model")
+    check.add_argument("--label-column", help="the CSV column holding the class")
+    check.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
 
     shot = sub.add_parser("screenshot", help="render every page of the app to PNG after a demo round")
     _add_home(shot)
@@ -322,6 +325,9 @@ def cmd_consortium(args: argparse.Namespace) -> int:
               f"{len(made.members)} member(s) and is re-signed.")
         return EXIT_OK
     site = consortium.check_consortium(args.consortium, settings=settings, rpc_url=args.rpc)
+    if args.dataset:
+        consortium.check_dataset(site.consortium, args.dataset, label_column=args.label_column,
+                                 drop_columns=tuple(args.drop_columns))
     role = "coordinator" if site.hospital_id is None else f"hospital '{site.hospital_id}'"
     print(f"Consortium '{site.consortium.name}' verified on chain {site.consortium.chain_id}: this machine "
           f"({site.account}) is its {role}.")

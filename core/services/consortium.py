@@ -49,6 +49,7 @@ __all__ = [
     "add_hospital",
     "account_address",
     "check_consortium",
+    "check_dataset",
     "check_dataset_fits",
     "create_account",
     "format_consortium",
@@ -197,6 +198,12 @@ def check_consortium(path: Path, *, settings: Settings, rpc_url: str | None) -> 
     verify_on_chain(consortium, _client(consortium, settings, rpc_url), account=account)
     member = consortium.member(account)
     return Site(consortium, account, member.hospital_id if member is not None else None)
+
+
+def check_dataset(consortium: Consortium, source: str, *, label_column: str | None = None,
+                  drop_columns: Sequence[str] = ()) -> None:
+    """Loads a hospital's dataset and refuses it (DataError) when the consortium's model cannot train on it."""
+    check_dataset_fits(consortium, load_dataset(source, label_column=label_column, drop_columns=drop_columns))
 
 
 def _client(consortium: Consortium, settings: Settings, rpc_url: str | None) -> LedgerClient:

@@ -106,6 +106,17 @@ def test_check_cli_names_this_machines_role(federation: Federation, capsys: pyte
     assert "is its hospital 'st-anne'" in capsys.readouterr().out
 
 
+def test_check_cli_refuses_a_dataset_that_does_not_fit(federation: Federation,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    home = federation.hospitals["st-mary"].home
+    args = ["consortium", "check", "--consortium", str(federation.path), "--home", str(home),
+            "--rpc", federation.node.url, "--dataset"]
+
+    assert main([*args, "breast_cancer"]) == 0
+    assert main([*args, "diabetes"]) == 3  # the documented code for unusable data
+    assert "it has 10 feature columns, the consortium's model takes 30" in capsys.readouterr().err
+
+
 def test_an_account_never_added_is_refused(federation: Federation, tmp_path: Path) -> None:
     stranger = _home(tmp_path, "stranger")
     with pytest.raises(UnregisteredAccount) as caught:
