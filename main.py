@@ -123,12 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
     init.add_argument("--architecture", choices=["tabular_cnn", "image_cnn"])
     init.add_argument("--coordinator", required=True, metavar="ADDRESS", help="the coordinator's account")
-    init.add_argument("--coordinator-store", required=True, metavar="URL", help="the coordinator's model store")
+    init.add_argument("--coordinator-store", required=True, metavar="URL",
+                      help="the coordinator's model store")
     init.add_argument("--commit-seconds", type=float, default=600.0)
     init.add_argument("--vote-seconds", type=float, default=600.0)
     init.add_argument("--aggregate-seconds", type=float, default=600.0)
-    init.add_argument("--aggregator", default="fedavg", choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
-    init.add_argument("--policy", type=Path, metavar="FILE.json", help="verification thresholds (default: defaults)")
+    init.add_argument("--aggregator", default="fedavg",
+                      choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
+    init.add_argument("--policy", type=Path, metavar="FILE.json",
+                      help="verification thresholds (default: the defaults)")
     add = consortium_sub.add_parser("add-hospital", help="register a hospital on chain and re-sign the file")
     _add_home(add)
     add.add_argument("--consortium", type=Path, required=True)
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(check)
     check.add_argument("--consortium", type=Path, required=True)
     check.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
-    check.add_argument("--dataset", help="also check that this hospital's dataset fits the consortium's model")
+    check.add_argument("--dataset", help="also check that this hospital's dataset fits the model")
     check.add_argument("--label-column", help="the CSV column holding the class")
     check.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
 

@@ -105,7 +105,8 @@ def verify_on_chain(consortium: Consortium, client: LedgerClient, *, account: st
     chain_admin = client.admin()
     if not same_address(chain_admin, consortium.admin):
         raise WrongAdmin(
-            f"The contract's admin is not the account that signed the consortium file of '{consortium.name}'.",
+            "The contract's admin is not the account that signed the consortium file of "
+            f"'{consortium.name}'.",
             expected=consortium.admin, actual=chain_admin)
     on_chain, named = client.coordinator(), consortium.coordinator
     if on_chain.account is None or not same_address(on_chain.account, named.address) or (
@@ -119,10 +120,10 @@ def verify_on_chain(consortium: Consortium, client: LedgerClient, *, account: st
     for entry in consortium.members:
         found = registered.get(entry.address.lower())
         if found is None or found.hospital_id != entry.hospital_id or found.store_url != entry.store_url:
+            on_ledger = "not registered" if found is None else f"ledger: {found.hospital_id} {found.store_url}"
             raise ConsortiumMismatch(
                 f"The consortium file lists hospital '{entry.hospital_id}' ({entry.address}) as the ledger "
-                "does not: ask the admin for the current file.",
-                detail="not registered" if found is None else f"ledger: {found.hospital_id} {found.store_url}")
+                "does not: ask the admin for the current file.", detail=on_ledger)
     if len(registered) > len(consortium.members):
         logger.warning("the ledger registers %d hospitals, the consortium file lists %d: the file is older",
                        len(registered), len(consortium.members))

@@ -170,7 +170,8 @@ class ModelEntry(_Record):
             architecture=spec.architecture,
             input_shape=spec.input_shape,
             num_classes=spec.num_classes,
-            layers=tuple(LayerEntry(kind=layer.kind, params=dict(layer.params)) for layer in spec.layers),  # type: ignore[arg-type]
+            layers=tuple(LayerEntry(kind=layer.kind, params=dict(layer.params))  # type: ignore[arg-type]
+                         for layer in spec.layers),
         )
 
     def spec(self) -> ModelSpec:
@@ -196,10 +197,12 @@ class InputSchema(_Record):
     def _consistent(self) -> InputSchema:
         rank = 1 if self.kind is DataKind.TABLE else 3
         if len(self.input_shape) != rank:
-            raise ValueError(f"a {self.kind.value} input has {rank} dimension(s), got {list(self.input_shape)}")
+            raise ValueError(
+                f"a {self.kind.value} input has {rank} dimension(s), got {list(self.input_shape)}")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        if self.feature_names and (self.kind is not DataKind.TABLE or len(self.feature_names) != self.input_shape[0]):
+        named_columns = self.kind is DataKind.TABLE and len(self.feature_names) == self.input_shape[0]
+        if self.feature_names and not named_columns:
             raise ValueError("feature names must name each column of a table input")
         return self
 
@@ -420,7 +423,8 @@ def check_dataset_fits(consortium: Consortium, dataset: Dataset) -> None:
                         f"{schema.kind.value} data.", path=dataset.source or None)
     if dataset.input_shape != schema.input_shape:
         if schema.kind is DataKind.TABLE:
-            message = f"it has {dataset.input_shape[0]} feature columns, the consortium's model takes {schema.input_shape[0]}."
+            message = (f"it has {dataset.input_shape[0]} feature columns, the consortium's model takes "
+                       f"{schema.input_shape[0]}.")
         else:
             message = (f"its images are {_shape(dataset.input_shape)}, the consortium's model takes "
                        f"{_shape(schema.input_shape)} (height x width x channels).")
@@ -432,8 +436,8 @@ def check_dataset_fits(consortium: Consortium, dataset: Dataset) -> None:
         raise DataError(f"{where}: its classes are {', '.join(dataset.class_names)} (in this order), the "
                         f"consortium's are {', '.join(schema.class_names)}.", path=dataset.source or None)
     if schema.feature_names and dataset.feature_names and dataset.feature_names != schema.feature_names:
-        differ = next(i for i, (a, b) in enumerate(zip(dataset.feature_names, schema.feature_names, strict=True))
-                      if a != b)
+        pairs = zip(dataset.feature_names, schema.feature_names, strict=True)
+        differ = next(i for i, (a, b) in enumerate(pairs) if a != b)
         raise DataError(f"{where}: column {differ + 1} is '{dataset.feature_names[differ]}', the consortium "
                         f"expects '{schema.feature_names[differ]}' there.", path=dataset.source or None)
 

@@ -36,7 +36,13 @@ from core.models.architecture import spec_for
 from core.settings import Settings
 from ledger.accounts import PASSWORD_ENV
 from ledger.client import LedgerClient
-from ledger.consortium import deploy_federation, recover_signer, register_member, sign_consortium, verify_on_chain
+from ledger.consortium import (
+    deploy_federation,
+    recover_signer,
+    register_member,
+    sign_consortium,
+    verify_on_chain,
+)
 from ledger.identity import create_own_account, own_address, unlock_own_account
 from ledger.node import connect_rpc
 from ledger.session import fund_account
@@ -76,7 +82,8 @@ def read_password(ask: Callable[[str], str] | None, *, confirm: bool) -> str:
     if value:
         return value
     if ask is None:
-        raise ConfigError(f"Set {PASSWORD_ENV} to the keystore password (or run this on a terminal to type it).")
+        raise ConfigError(
+            f"Set {PASSWORD_ENV} to the keystore password (or run this on a terminal to type it).")
     first = ask("Keystore password: ")
     if not first:
         raise ConfigError("The keystore password must not be empty.")
@@ -202,7 +209,7 @@ def check_consortium(path: Path, *, settings: Settings, rpc_url: str | None) -> 
 
 def check_dataset(consortium: Consortium, source: str, *, label_column: str | None = None,
                   drop_columns: Sequence[str] = ()) -> None:
-    """Loads a hospital's dataset and refuses it (DataError) when the consortium's model cannot train on it."""
+    """Loads a hospital's dataset; DataError when the consortium's model cannot train on it."""
     check_dataset_fits(consortium, load_dataset(source, label_column=label_column, drop_columns=drop_columns))
 
 
@@ -220,8 +227,9 @@ def load_policy_file(path: Path) -> VerificationPolicy:
         raise ConfigError(f"The policy file '{path}' cannot be read as JSON.", detail=str(exc)) from exc
     known = {f.name for f in fields(VerificationPolicy)}
     if not isinstance(raw, dict) or set(raw) - known:
-        raise ConfigError(f"The policy file '{path}' must be an object with some of: {', '.join(sorted(known))}.",
-                          detail=None if not isinstance(raw, dict) else f"unknown: {sorted(set(raw) - known)}")
+        raise ConfigError(
+            f"The policy file '{path}' must be an object with some of: {', '.join(sorted(known))}.",
+            detail=None if not isinstance(raw, dict) else f"unknown: {sorted(set(raw) - known)}")
     try:
         return VerificationPolicy(**{key: float(value) for key, value in raw.items()})
     except (TypeError, ValueError) as exc:
@@ -230,7 +238,8 @@ def load_policy_file(path: Path) -> VerificationPolicy:
 
 def format_consortium(consortium: Consortium) -> str:
     """The verified file as an IT person reads it."""
-    schema, timing = consortium.input_schema, consortium.timing
+    schema, timing, thresholds = consortium.input_schema, consortium.timing, consortium.policy.thresholds
+    names = f" ({', '.join(schema.class_names)})" if schema.class_names else ""
     lines = [
         f"Consortium '{consortium.name}' (format {consortium.format_version}), signed by its admin",
         f"  chain id      {consortium.chain_id}",
@@ -239,9 +248,9 @@ def format_consortium(consortium: Consortium) -> str:
         f"  coordinator   {consortium.coordinator.address}  store {consortium.coordinator.store_url}",
         f"  model         {consortium.model_spec().describe()}",
         f"  input         {schema.kind.value} {'x'.join(map(str, schema.input_shape))}, "
-        f"{schema.num_classes} classes" + (f" ({', '.join(schema.class_names)})" if schema.class_names else ""),
+        f"{schema.num_classes} classes{names}",
         f"  policy        digest {consortium.policy.digest}",
-        *(f"                {key} = {value:g}" for key, value in sorted(consortium.policy.thresholds.items())),
+        *(f"                {key} = {value:g}" for key, value in sorted(thresholds.items())),
         f"  timing        commit {timing.commit_seconds:g} s, vote {timing.vote_seconds:g} s, "
         f"aggregate {timing.aggregate_seconds:g} s",
         f"  aggregator    {consortium.aggregator}",
