@@ -4,6 +4,9 @@
     python main.py simulate ...         a whole federation of simulated hospitals
     python main.py smpc-player ...      one SMPC player process
     python main.py ledger audit|show    check or list the ledger
+    python main.py account create|show  this machine's own ledger account (prints its address)
+    python main.py consortium init|add-hospital|show|check
+                                        the signed consortium file of a real federation
     python main.py screenshot --out D   render every page of the app to PNG
 
 Exit codes: 0 success; 1 unexpected error; 2 bad arguments or settings; 3 unusable data;
@@ -19,7 +22,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,51 @@ def build_parser() -> argparse.ArgumentParser:
     show = ledger_sub.add_parser("show", help="list rounds, models, votes and decisions")
     _add_home(show)
     show.add_argument("--rpc", help="read this JSON-RPC node instead of the embedded chain")
+
+    account = sub.add_parser("account", help="this machine's own ledger account")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    for name, text in (("create", "make this machine's encrypted account and print its address"),
+                       ("show", "print this machine's account address")):
+        _add_home(account_sub.add_parser(name, help=text))
+
+    consortium = sub.add_parser("consortium", help="set up, extend, show or check the consortium file")
+    consortium_sub = consortium.add_subparsers(dest="consortium_command", required=True)
+    init = consortium_sub.add_parser("init", help="deploy the federation contract and write the signed file")
+    _add_home(init)
+    init.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    init.add_argument("--out", type=Path, required=True, help="where to write consortium.json")
+    init.add_argument("--name", required=True, help="the consortium's name")
+    init.add_argument("--dataset", required=True, help="the agreed task's reference dataset (name or path)")
+    init.add_argument("--label-column", help="the CSV column holding the class")
+    init.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
+    init.add_argument("--architecture", choices=["tabular_cnn", "image_cnn"])
+    init.add_argument("--coordinator", required=True, metavar="ADDRESS", help="the coordinator's account")
+    init.add_argument("--coordinator-store", required=True, metavar="URL",
+                      help="the coordinator's model store")
+    init.add_argument("--commit-seconds", type=float, default=600.0)
+    init.add_argument("--vote-seconds", type=float, default=600.0)
+    init.add_argument("--aggregate-seconds", type=float, default=600.0)
+    init.add_argument("--aggregator", default="fedavg",
+                      choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
+    init.add_argument("--policy", type=Path, metavar="FILE.json",
+                      help="verification thresholds (default: the defaults)")
+    add = consortium_sub.add_parser("add-hospital", help="register a hospital on chain and re-sign the file")
+    _add_home(add)
+    add.add_argument("--consortium", type=Path, required=True)
+    add.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    add.add_argument("address", help="the hospital's account address (from its `account create`)")
+    add.add_argument("hospital_id", metavar="NAME", help="the hospital's id on the ledger")
+    add.add_argument("--store-url", required=True, help="where the hospital's model store answers")
+    show_c = consortium_sub.add_parser("show", help="print the file's contents once its signature is checked")
+    show_c.add_argument("--consortium", type=Path, required=True)
+    show_c.add_argument("-v", "--verbose", action="store_true")
+    check = consortium_sub.add_parser("check", help="check the file, the chain and this machine's account")
+    _add_home(check)
+    check.add_argument("--consortium", type=Path, required=True)
+    check.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    check.add_argument("--dataset", help="also check that this hospital's dataset fits the model")
+    check.add_argument("--label-column", help="the CSV column holding the class")
+    check.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
 
     shot = sub.add_parser("screenshot", help="render every page of the app to PNG after a demo round")
     _add_home(shot)
@@ -229,6 +277,70 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _password(*, confirm: bool) -> Callable[[], str]:
+    """The keystore password, read only when a command needs it: MEDFED_KEYSTORE_PASSWORD, or typed."""
+    import getpass
+
+    from core.services.consortium import read_password
+
+    return lambda: read_password(getpass.getpass if sys.stdin.isatty() else None, confirm=confirm)
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    from core.services import consortium
+
+    settings = _settings(args)
+    if args.account_command == "show":
+        print(consortium.account_address(settings))
+        return EXIT_OK
+    result = consortium.create_account(settings, _password(confirm=True))
+    if not result.created:
+        print(f"medfedchain: note: {settings.keystore_dir} already holds this machine's account; kept it.",
+              file=sys.stderr)
+    print(result.address)
+    return EXIT_OK
+
+
+def cmd_consortium(args: argparse.Namespace) -> int:
+    from core.federation.channel import RoundTiming
+    from core.federation.policy import VerificationPolicy
+    from core.services import consortium
+
+    if args.consortium_command == "show":
+        print(consortium.format_consortium(consortium.show_consortium(args.consortium)))
+        return EXIT_OK
+    settings = _settings(args)
+    if args.consortium_command == "init":
+        plan = consortium.ConsortiumPlan(
+            name=args.name, dataset=args.dataset, coordinator=args.coordinator,
+            coordinator_store_url=args.coordinator_store, architecture=args.architecture,
+            timing=RoundTiming(args.commit_seconds, args.vote_seconds, args.aggregate_seconds),
+            aggregator=args.aggregator,
+            policy=consortium.load_policy_file(args.policy) if args.policy else VerificationPolicy(),
+            label_column=args.label_column, drop_columns=tuple(args.drop_columns),
+        )
+        made = consortium.init_consortium(plan, settings=settings, rpc_url=args.rpc, out=args.out,
+                                          password=_password(confirm=True))
+        print(f"Consortium '{made.name}': contract {made.contract.address} on chain {made.chain_id}, "
+              f"admin {made.admin}; written to {args.out}")
+        return EXIT_OK
+    if args.consortium_command == "add-hospital":
+        made = consortium.add_hospital(args.consortium, settings=settings, rpc_url=args.rpc,
+                                       address=args.address, hospital_id=args.hospital_id,
+                                       store_url=args.store_url, password=_password(confirm=False))
+        print(f"Hospital '{args.hospital_id}' ({args.address}) registered; {args.consortium} lists "
+              f"{len(made.members)} member(s) and is re-signed.")
+        return EXIT_OK
+    site = consortium.check_consortium(args.consortium, settings=settings, rpc_url=args.rpc)
+    if args.dataset:
+        consortium.check_dataset(site.consortium, args.dataset, label_column=args.label_column,
+                                 drop_columns=tuple(args.drop_columns))
+    role = "coordinator" if site.hospital_id is None else f"hospital '{site.hospital_id}'"
+    print(f"Consortium '{site.consortium.name}' verified on chain {site.consortium.chain_id}: this machine "
+          f"({site.account}) is its {role}.")
+    return EXIT_OK
+
+
 def _has_display() -> bool:
     if sys.platform in ("win32", "darwin"):
         return True
@@ -275,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen += ["--db", str(args.default_db)]
         args = build_parser().parse_args(chosen)
     handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
-                "ledger": cmd_ledger, "screenshot": cmd_screenshot}
+                "ledger": cmd_ledger, "account": cmd_account, "consortium": cmd_consortium,
+                "screenshot": cmd_screenshot}
     try:
         return handlers[command](args)
     except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours

@@ -1,8 +1,10 @@
-"""A typed client of the federation contract: signed transactions with awaited receipts, reads, events.
+"""A typed client of the federation contract (v2, the round's state machine): signed transactions
+with awaited receipts, reads, events.
 
-Every transaction is signed locally by the account that acts (the admin, or a hospital's own
-account) and sent raw, so the same code works on the embedded chain, anvil and Besu. Reverts come
-back as `TransactionReverted` with the contract's reason; an unreachable node as `NodeUnavailable`.
+Every transaction is signed locally by the account that acts (the admin, the coordinator, or a
+hospital's own account) and sent raw, so the same code works on the embedded chain, anvil and
+Besu. Reverts come back as `TransactionReverted` with the contract's reason; an unreachable node
+as `NodeUnavailable`.
 """
 
 from __future__ import annotations
@@ -26,71 +28,57 @@ from ledger.errors import LedgerError, ReceiptTimeout, TransactionReverted
 
 logger = logging.getLogger(__name__)
 
-SCALE = 10**6  # scores travel on chain as integers scaled by one million
-SCALED_ARGS = frozenset({"cosine", "norm", "referenceAccuracy", "referenceNorm"})  # of the Voted event
-
 ZERO_BYTES32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
+BITMAP_ARGS = frozenset({"acceptedBitmap"})  # of the Voted and Decided events
 
 
-class RoundState(IntEnum):
+class RoundPhase(IntEnum):
+    """The contract's phase of a round attempt (`NONE`: no such round id)."""
+
     NONE = 0
-    OPEN = 1
-    FINALIZED = 2
-    ABORTED = 3
+    COMMIT = 1
+    VOTE = 2
+    AGGREGATE = 3
+    FINAL = 4
+    ABORTED = 5
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """The contract's stored view of one round attempt."""
+    """The contract's stored view of one round attempt; bitmaps as the contract keeps them."""
 
     round_id: int
     number: int
-    state: RoundState
+    phase: RoundPhase
     previous_hash: str
     policy_digest: str
     registered: int
-    decided: bool
-    accepted_count: int
+    commit_deadline: int
+    vote_deadline: int
+    final_deadline: int
+    verified: bool
+    opened_block: int
+    committed: int  # bitmap by authority position
+    candidate_count: int
+    voted: int  # bitmap by authority position
+    accepted: int  # bitmap by candidate index (commit order)
     global_hash: str
-    unverified: bool
 
 
 @dataclass(frozen=True)
-class Ballot:
-    """One validator's vote on one candidate with the scores behind it, scaled for the chain."""
+class MemberRecord:
+    """A registered hospital as the contract lists it."""
 
-    candidate: str
-    accept: bool
-    correct: int
-    total: int
-    cosine: int
-    norm: int
-    reference_accuracy: int
-    reference_norm: int
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (
-            self.candidate,
-            self.accept,
-            self.correct,
-            self.total,
-            self.cosine,
-            self.norm,
-            self.reference_accuracy,
-            self.reference_norm,
-        )
+    account: str
+    hospital_id: str
+    store_url: str
 
 
 @dataclass(frozen=True)
-class Tally:
-    """A candidate's standing in a round; `accepted` is meaningful once the round is decided."""
-
-    candidate: str
-    model_hash: str
-    accepts: int
-    rejects: int
-    accepted: bool
+class CoordinatorRecord:
+    account: str | None  # None: no coordinator named yet
+    store_url: str
 
 
 @dataclass(frozen=True)
@@ -104,9 +92,14 @@ class LedgerEvent:
     args: dict[str, Any]
 
 
+def bitmap_indices(bitmap: int) -> list[int]:
+    """The set bits of a bitmap, lowest first (candidate indices in commit order)."""
+    return [i for i in range(bitmap.bit_length()) if bitmap >> i & 1]
+
+
 def readable_args(event: LedgerEvent) -> dict[str, Any]:
-    """An event's arguments as a person reads them: scaled scores back to decimals."""
-    return {key: value / SCALE if key in SCALED_ARGS and isinstance(value, int) else value
+    """An event's arguments as a person reads them: bitmaps as the candidate indices they set."""
+    return {key: bitmap_indices(value) if key in BITMAP_ARGS and isinstance(value, int) else value
             for key, value in event.args.items()}
 
 
@@ -137,10 +130,6 @@ def to_bytes32(hex_digest: str, *, what: str = "hash") -> bytes:
 
 def from_bytes32(raw: bytes) -> str:
     return bytes(raw).hex()
-
-
-def scaled(value: float) -> int:
-    return int(round(value * SCALE))
 
 
 class LedgerClient:
@@ -202,7 +191,11 @@ class LedgerClient:
     def has_code(self) -> bool:
         return len(self.w3.eth.get_code(self.address)) > 0
 
-    # -- transactions --
+    def code_hash(self) -> str:
+        """keccak256 of the deployed runtime code (hex): what a provisioning kit pins."""
+        return bytes(Web3.keccak(self.w3.eth.get_code(self.address))).hex()
+
+    # -- transactions: registry (the admin) --
 
     def _transact(self, account: LocalAccount, call: Any, function: str) -> TxReceipt:
         return transact(
@@ -215,79 +208,99 @@ class LedgerClient:
             chain_id=self.chain_id,
         )
 
-    def add_authority(self, admin: LocalAccount, account: str, hospital_id: str) -> TxReceipt:
-        return self._transact(
-            admin, self.contract.functions.addAuthority(account, hospital_id), "addAuthority"
-        )
+    def add_authority(self, admin: LocalAccount, account: str, hospital_id: str, store_url: str = "") -> TxReceipt:
+        fn = self.contract.functions.addAuthority(account, hospital_id, _clip(store_url, 256))
+        return self._transact(admin, fn, "addAuthority")
 
     def remove_authority(self, admin: LocalAccount, account: str) -> TxReceipt:
         return self._transact(admin, self.contract.functions.removeAuthority(account), "removeAuthority")
 
-    def set_coordinator(self, admin: LocalAccount, account: str) -> TxReceipt:
-        return self._transact(admin, self.contract.functions.setCoordinator(account), "setCoordinator")
+    def set_coordinator(self, admin: LocalAccount, account: str, store_url: str = "") -> TxReceipt:
+        fn = self.contract.functions.setCoordinator(account, _clip(store_url, 256))
+        return self._transact(admin, fn, "setCoordinator")
+
+    # -- transactions: rounds --
 
     def open_round(
-        self, operator: LocalAccount, number: int, previous_hash: str, policy_digest: str
+        self,
+        coordinator: LocalAccount,
+        number: int,
+        previous_hash: str,
+        policy_digest: str,
+        commit_deadline: int,
+        vote_deadline: int,
+        final_deadline: int,
+        *,
+        verified: bool = True,
     ) -> TxReceipt:
         fn = self.contract.functions.openRound(
             number,
             to_bytes32(previous_hash, what="global-model hash"),
             to_bytes32(policy_digest, what="policy digest"),
+            commit_deadline,
+            vote_deadline,
+            final_deadline,
+            verified,
         )
-        return self._transact(operator, fn, "openRound")
+        return self._transact(coordinator, fn, "openRound")
 
     def commit(
-        self, hospital: LocalAccount, number: int, model_hash: str, shares: Sequence[bytes]
+        self, hospital: LocalAccount, number: int, model_hash: str, num_samples: int, shares: Sequence[str] = ()
     ) -> TxReceipt:
-        fn = self.contract.functions.commit(number, to_bytes32(model_hash, what="model hash"), list(shares))
+        fn = self.contract.functions.commit(
+            number,
+            to_bytes32(model_hash, what="model hash"),
+            num_samples,
+            [to_bytes32(s, what="share commitment") for s in shares],
+        )
         return self._transact(hospital, fn, "commit")
 
-    def vote(self, validator: LocalAccount, number: int, ballots: Sequence[Ballot]) -> TxReceipt:
-        fn = self.contract.functions.vote(number, [b.as_tuple() for b in ballots])
+    def close_commits(self, sender: LocalAccount, number: int) -> TxReceipt:
+        return self._transact(sender, self.contract.functions.closeCommits(number), "closeCommits")
+
+    def vote(self, validator: LocalAccount, number: int, accepted_bitmap: int, scores_hash: str) -> TxReceipt:
+        fn = self.contract.functions.vote(number, accepted_bitmap, to_bytes32(scores_hash, what="scores hash"))
         return self._transact(validator, fn, "vote")
 
-    def decide(self, operator: LocalAccount, number: int) -> TxReceipt:
-        return self._transact(operator, self.contract.functions.decide(number), "decide")
-
-    def decide_unverified(self, operator: LocalAccount, number: int) -> TxReceipt:
-        return self._transact(operator, self.contract.functions.decideUnverified(number), "decideUnverified")
-
-    def record_failure(
-        self, operator: LocalAccount, number: int, hospital_id: str, stage: str, message: str
-    ) -> TxReceipt:
-        fn = self.contract.functions.recordFailure(
-            number, _clip(hospital_id, 64), _clip(stage, 32), _clip(message, 256)
-        )
-        return self._transact(operator, fn, "recordFailure")
+    def decide(self, sender: LocalAccount, number: int) -> TxReceipt:
+        return self._transact(sender, self.contract.functions.decide(number), "decide")
 
     def finalize_round(
-        self, operator: LocalAccount, number: int, global_hash: str, contributors: Sequence[str]
+        self, coordinator: LocalAccount, number: int, global_hash: str, contributors: Sequence[str]
     ) -> TxReceipt:
         fn = self.contract.functions.finalizeRound(
             number, to_bytes32(global_hash, what="global-model hash"), list(contributors)
         )
-        return self._transact(operator, fn, "finalizeRound")
+        return self._transact(coordinator, fn, "finalizeRound")
 
-    def abort_round(self, operator: LocalAccount, number: int, reason: str) -> TxReceipt:
+    def abort_round(self, sender: LocalAccount, number: int, reason: str) -> TxReceipt:
         return self._transact(
-            operator, self.contract.functions.abortRound(number, _clip(reason, 256)), "abortRound"
+            sender, self.contract.functions.abortRound(number, _clip(reason, 256)), "abortRound"
         )
 
     # -- reads --
 
     def admin(self) -> str:
-        return str(self.contract.functions.admin().call())
+        return to_checksum_address(self.contract.functions.admin().call())
 
-    def coordinator(self) -> str:
-        return str(self.contract.functions.coordinator().call())
+    def coordinator(self) -> CoordinatorRecord:
+        f = self.contract.functions
+        account = f.coordinator().call()
+        return CoordinatorRecord(
+            None if int(account, 16) == 0 else to_checksum_address(account), str(f.coordinatorStoreUrl().call())
+        )
+
+    def members(self, *, block: int | str = "latest") -> list[MemberRecord]:
+        """The registered hospitals (as of `block`) in authority-position order, the order of the
+        contract's bitmaps."""
+        return [MemberRecord(to_checksum_address(a), str(h), str(u)) for a, h, u in
+                self.contract.functions.members().call(block_identifier=block)]
 
     def authorities(self) -> list[str]:
-        return [to_checksum_address(a) for a in self.contract.functions.listAuthorities().call()]
-
-    def is_authority(self, account: str) -> bool:
-        return bool(self.contract.functions.isAuthority(account).call())
+        return [m.account for m in self.members()]
 
     def hospital_id_of(self, account: str) -> str:
+        """The hospital id an account is (or was, once removed) registered under; "" if never."""
         return str(self.contract.functions.hospitalIdOf(account).call())
 
     def account_of_hospital(self, hospital_id: str) -> str | None:
@@ -298,69 +311,40 @@ class LedgerClient:
         return int(self.contract.functions.openRoundId().call())
 
     def round_count(self) -> int:
+        """How many round attempts were ever opened: the latest round id."""
         return int(self.contract.functions.roundCount().call())
 
     def latest_round_id(self, number: int) -> int:
         return int(self.contract.functions.latestRoundIdOf(number).call())
 
-    def finalized_round_id(self, number: int) -> int:
-        return int(self.contract.functions.finalizedRoundIdOf(number).call())
-
     def round(self, round_id: int) -> RoundRecord:
-        (number, state, previous, policy, registered, decided, accepted_count, global_hash, unverified) = (
+        (number, phase, previous, policy, registered, commit_deadline, vote_deadline, final_deadline,
+         verified, opened_block, committed, candidate_count, voted, accepted, global_hash) = (
             self.contract.functions.rounds(round_id).call()
         )
         return RoundRecord(
             round_id=round_id,
             number=int(number),
-            state=RoundState(int(state)),
+            phase=RoundPhase(int(phase)),
             previous_hash=from_bytes32(previous),
             policy_digest=from_bytes32(policy),
             registered=int(registered),
-            decided=bool(decided),
-            accepted_count=int(accepted_count),
+            commit_deadline=int(commit_deadline),
+            vote_deadline=int(vote_deadline),
+            final_deadline=int(final_deadline),
+            verified=bool(verified),
+            opened_block=int(opened_block),
+            committed=int(committed),
+            candidate_count=int(candidate_count),
+            voted=int(voted),
+            accepted=int(accepted),
             global_hash=from_bytes32(global_hash),
-            unverified=bool(unverified),
         )
-
-    def commitment(self, round_id: int, account: str) -> tuple[str, str, int] | None:
-        """(model hash, shares digest, share count) of a hospital's commitment, or None."""
-        model_hash, shares_digest, count = self.contract.functions.commitments(round_id, account).call()
-        if bytes(model_hash) == ZERO_BYTES32:
-            return None
-        return from_bytes32(model_hash), from_bytes32(shares_digest), int(count)
-
-    def vote_of(self, round_id: int, candidate: str, validator: str) -> bool | None:
-        """True (accept), False (reject) or None (no vote yet)."""
-        value = int(self.contract.functions.voteOf(round_id, candidate, validator).call())
-        return None if value == 0 else value == 1
-
-    def tally(self, round_id: int, candidate: str) -> tuple[int, int, bool]:
-        """(accepts, rejects, accepted) of a candidate as the contract counts them."""
-        f = self.contract.functions
-        return (
-            int(f.accepts(round_id, candidate).call()),
-            int(f.rejects(round_id, candidate).call()),
-            bool(f.accepted(round_id, candidate).call()),
-        )
-
-    def votes_by(self, round_id: int, validator: str) -> dict[str, bool]:
-        """The validator's votes cast so far in the round: candidate -> accept."""
-        codes = self.contract.functions.votesBy(round_id, validator).call()
-        return {c: code == 1 for c, code in zip(self.candidates(round_id), codes, strict=True) if code}
-
-    def tallies(self, round_id: int) -> list[Tally]:
-        """Every candidate of the round with its model hash, counts and acceptance, in commit order."""
-        return [
-            Tally(to_checksum_address(c), from_bytes32(h), int(a), int(r), bool(ok))
-            for c, h, a, r, ok in self.contract.functions.talliesOf(round_id).call()
-        ]
 
     def candidates(self, round_id: int) -> list[str]:
+        """The round's candidates in commit order, mapped through today's registry; past rounds
+        read them from their CommitsClosed event instead."""
         return [to_checksum_address(a) for a in self.contract.functions.candidatesOf(round_id).call()]
-
-    def contributors(self, round_id: int) -> list[str]:
-        return [to_checksum_address(a) for a in self.contract.functions.contributorsOf(round_id).call()]
 
     # -- events --
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -212,6 +213,22 @@ class EmbeddedChain:
             raise
         self.tester = EthereumTester(self.backend)
         self.provider = EthereumTesterProvider(self.tester)
+
+    def latest_timestamp(self) -> int:
+        return int(self.tester.get_block_by_number("latest")["timestamp"])
+
+    def advance_time(self, timestamp: float) -> None:
+        """Mines a block whose time is at least `timestamp`: a deadline on the embedded chain is
+        reached at once instead of waited for (eth-tester's time travel)."""
+        if self.read_only:
+            raise LedgerError("A read-only embedded ledger cannot mine blocks.")
+        target = math.ceil(timestamp)
+        if self.latest_timestamp() >= target:
+            return
+        if int(self.tester.get_block_by_number("pending")["timestamp"]) < target:
+            self.tester.time_travel(target)
+        else:
+            self.tester.mine_blocks(1)
 
     def close(self) -> None:
         """Releases the database and the writer lock."""

@@ -83,3 +83,51 @@ class ContractMissing(LedgerError):
 
 class AnvilUnavailable(LedgerError):
     """The anvil binary could not be found, installed or started."""
+
+
+class ConsortiumMismatch(LedgerError):
+    """The chain does not hold the federation that the consortium file describes."""
+
+
+class WrongChain(ConsortiumMismatch):
+    """The node serves a different chain than the consortium file names."""
+
+    def __init__(self, user_message: str, *, expected: int, actual: int) -> None:
+        super().__init__(user_message, detail=f"consortium chain id {expected}, node chain id {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class WrongContract(ConsortiumMismatch):
+    """No contract, or a different one, lives at the address the consortium file names."""
+
+    def __init__(self, user_message: str, *, address: str, expected: str, actual: str | None) -> None:
+        super().__init__(user_message, detail=f"{address}: code hash {actual or 'none'}, expected {expected}")
+        self.address = address
+        self.expected = expected
+        self.actual = actual
+
+
+class WrongAdmin(ConsortiumMismatch):
+    """The contract's admin is not the account that signed the consortium file (or that acts)."""
+
+    def __init__(self, user_message: str, *, expected: str, actual: str) -> None:
+        super().__init__(user_message, detail=f"expected {expected}, found {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UnregisteredAccount(ConsortiumMismatch):
+    """This machine's account is neither a registered hospital nor the coordinator."""
+
+    def __init__(self, user_message: str, *, account: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.account = account
+
+
+class RoundInProgress(LedgerError):
+    """The registry changes only between rounds, and a round is open."""
+
+    def __init__(self, user_message: str, *, round_id: int) -> None:
+        super().__init__(user_message, detail=f"open round attempt {round_id}")
+        self.round_id = round_id

@@ -154,33 +154,9 @@ class LedgerSession:
 
     def ensure_funded(self, address: str) -> None:
         """Tops up an account's gas money from the funder (a keystore, or the dev node's account)."""
-        if (
-            int(self.w3.eth.gas_price) == 0
-            or self.w3.eth.get_balance(to_checksum_address(address)) >= LOW_BALANCE
-        ):
-            return  # free-gas permissioned networks (Besu with min-gas-price 0) need no funding
-        if self.settings.funder is not None:
-            funder = self.keystore.unlock(self.settings.funder)
-            tx: dict[str, Any] = {
-                "to": address,
-                "value": FUNDING,
-                "gas": 21000,
-                "chainId": int(self.w3.eth.chain_id),
-                "nonce": self.w3.eth.get_transaction_count(funder.address, "pending"),
-                "maxFeePerGas": 2 * int(self.w3.eth.gas_price),
-                "maxPriorityFeePerGas": 0,
-            }
-            signed = funder.sign_transaction(tx)  # type: ignore[arg-type]
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        else:
-            dev_accounts = self.w3.eth.accounts  # unlocked by development nodes only
-            if not dev_accounts:
-                raise UnknownAccount(
-                    "A ledger account has no funds for gas: fund it, or configure a funder keystore.",
-                    detail=address,
-                )
-            tx_hash = self.w3.eth.send_transaction({"from": dev_accounts[0], "to": address, "value": FUNDING})
-        await_receipt(self.w3, tx_hash, timeout=self.settings.receipt_timeout, endpoint=self.endpoint)
+        funder = self.keystore.unlock(self.settings.funder) if self.settings.funder is not None else None
+        fund_account(self.w3, address, funder=funder, timeout=self.settings.receipt_timeout,
+                     endpoint=self.endpoint)
 
     def close(self) -> None:
         if self.chain is not None:
@@ -191,6 +167,36 @@ class LedgerSession:
 def open_ledger(settings: LedgerSettings, *, read_only: bool = False) -> LedgerSession:
     """Opens the ledger of a data directory; read-only sessions need no keystore password."""
     return LedgerSession(settings, read_only=read_only)
+
+
+def fund_account(
+    w3: Web3, address: str, *, funder: LocalAccount | None, timeout: float, endpoint: str
+) -> None:
+    """Tops up an account's gas money from `funder`, or else from a development node's own
+    account; free-gas networks and accounts with enough balance are left alone."""
+    if int(w3.eth.gas_price) == 0 or w3.eth.get_balance(to_checksum_address(address)) >= LOW_BALANCE:
+        return  # free-gas permissioned networks (Besu with min-gas-price 0) need no funding
+    if funder is not None:
+        tx: dict[str, Any] = {
+            "to": address,
+            "value": FUNDING,
+            "gas": 21000,
+            "chainId": int(w3.eth.chain_id),
+            "nonce": w3.eth.get_transaction_count(funder.address, "pending"),
+            "maxFeePerGas": 2 * int(w3.eth.gas_price),
+            "maxPriorityFeePerGas": 0,
+        }
+        signed = funder.sign_transaction(tx)  # type: ignore[arg-type]
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    else:
+        dev_accounts = w3.eth.accounts  # unlocked by development nodes only
+        if not dev_accounts:
+            raise UnknownAccount(
+                "A ledger account has no funds for gas: fund it, or configure a funder keystore.",
+                detail=address,
+            )
+        tx_hash = w3.eth.send_transaction({"from": dev_accounts[0], "to": address, "value": FUNDING})
+    await_receipt(w3, tx_hash, timeout=timeout, endpoint=endpoint)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -1,0 +1,446 @@
+"""The consortium file: what every site of a federation agrees on, signed by the consortium admin.
+
+As NVFlare's start-up kits, one file tells each site which chain, contract, coordinator, model,
+data schema, policy and members make up the federation; unlike them it holds no private key:
+each site makes its own account and only addresses and URLs travel. The admin signs the
+canonical JSON of everything but the signature; `verify_signature` checks it with a recovery
+function the ledger supplies (EIP-191), so this module knows no cryptography of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.data.dataset import DataKind, Dataset
+from core.errors import ConfigError, DataError
+from core.federation.aggregators import AGGREGATORS
+from core.federation.channel import Member, RoundTiming
+from core.federation.policy import VerificationPolicy
+from core.files import write_atomic
+from core.models.architecture import ARCHITECTURES, LayerSpec, ModelSpec
+
+FORMAT_VERSION = 1
+MAX_HOSPITAL_ID_BYTES = 64  # the contract's bound on a hospital id
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_HEX32 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
+
+# (canonical message, signature hex) -> the address that signed it
+RecoverSigner = Callable[[bytes, str], str]
+
+
+class ConsortiumError(ConfigError):
+    """The consortium file cannot be used."""
+
+
+class ConsortiumFileInvalid(ConsortiumError):
+    """The file is unreadable, not JSON, or does not hold a valid consortium record."""
+
+    def __init__(self, user_message: str, *, path: str, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.path = path
+
+
+class ConsortiumSignatureInvalid(ConsortiumError):
+    """The admin's signature does not cover the file as it is: it was changed after signing."""
+
+    def __init__(self, user_message: str, *, expected: str, recovered: str | None) -> None:
+        super().__init__(user_message, detail=f"admin {expected}, signed by {recovered or 'nobody'}")
+        self.expected = expected
+        self.recovered = recovered
+
+
+def same_address(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(f"'{value}' is not an Ethereum address (0x and 40 hex digits)")
+    return value
+
+
+def _url(value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"'{value}' is not an http(s):// URL")
+    return value.rstrip("/")
+
+
+Address = Annotated[str, AfterValidator(_address)]
+StoreUrl = Annotated[str, AfterValidator(_url)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def checked(cls, what: str, **values: Any) -> Self:
+        """A record built from arguments, its first invalid field refused as a ConsortiumError."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConsortiumError(f"The {what} is not valid: {_first_error(exc)}.", detail=str(exc)) from exc
+
+
+class ContractEntry(_Record):
+    address: Address
+    code_hash: str  # keccak-256 of the deployed runtime code, hex
+
+    @field_validator("code_hash")
+    @classmethod
+    def _hex32(cls, value: str) -> str:
+        if not _HEX32.match(value):
+            raise ValueError("expected a 32-byte hex digest")
+        return value.lower().removeprefix("0x")
+
+
+class CoordinatorEntry(_Record):
+    address: Address
+    store_url: StoreUrl
+
+
+class MemberEntry(_Record):
+    """A registered hospital: its own account, its id on the ledger, where its model store answers."""
+
+    address: Address
+    hospital_id: str
+    store_url: StoreUrl
+
+    @field_validator("hospital_id")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value.encode("utf-8")) > MAX_HOSPITAL_ID_BYTES:
+            raise ValueError(f"a hospital id needs 1 to {MAX_HOSPITAL_ID_BYTES} bytes")
+        return value
+
+    def as_member(self) -> Member:
+        return Member(hospital_id=self.hospital_id, account=self.address, store_url=self.store_url)
+
+
+class LayerEntry(_Record):
+    kind: Literal["reshape", "conv2d", "relu", "avg_pool", "flatten", "dense"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _json_form(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Held as JSON reads it back (tuples as lists), so a record equals its file."""
+        try:
+            return dict(json.loads(json.dumps(value)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"layer parameters must be plain JSON values: {exc}") from exc
+
+
+class ModelEntry(_Record):
+    """Everything `ModelSpec` holds, so every site builds exactly the same network."""
+
+    architecture: str
+    input_shape: tuple[int, ...]
+    num_classes: int = Field(ge=2)
+    layers: tuple[LayerEntry, ...] = Field(min_length=1)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture '{value}'; expected one of {', '.join(ARCHITECTURES)}")
+        return value
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> ModelEntry:
+        return cls(
+            architecture=spec.architecture,
+            input_shape=spec.input_shape,
+            num_classes=spec.num_classes,
+            layers=tuple(LayerEntry(kind=layer.kind, params=dict(layer.params))  # type: ignore[arg-type]
+                         for layer in spec.layers),
+        )
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            architecture=self.architecture,
+            input_shape=tuple(self.input_shape),
+            num_classes=self.num_classes,
+            layers=tuple(LayerSpec(layer.kind, {k: _tuples(v) for k, v in layer.params.items()})
+                         for layer in self.layers),
+        )
+
+
+class InputSchema(_Record):
+    """What a hospital's data must look like: kind, per-sample shape, classes (and their names)."""
+
+    kind: DataKind
+    input_shape: tuple[int, ...] = Field(min_length=1)
+    num_classes: int = Field(ge=2)
+    class_names: tuple[str, ...] = ()  # empty: not agreed
+    feature_names: tuple[str, ...] = ()  # tables only; empty: not agreed
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSchema:
+        rank = 1 if self.kind is DataKind.TABLE else 3
+        if len(self.input_shape) != rank:
+            raise ValueError(
+                f"a {self.kind.value} input has {rank} dimension(s), got {list(self.input_shape)}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        named_columns = self.kind is DataKind.TABLE and len(self.feature_names) == self.input_shape[0]
+        if self.feature_names and not named_columns:
+            raise ValueError("feature names must name each column of a table input")
+        return self
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> InputSchema:
+        return cls(
+            kind=dataset.kind,
+            input_shape=dataset.input_shape,
+            num_classes=dataset.num_classes,
+            class_names=dataset.class_names,
+            feature_names=dataset.feature_names if dataset.kind is DataKind.TABLE else (),
+        )
+
+
+class PolicyEntry(_Record):
+    thresholds: dict[str, float]
+    digest: str
+
+    @model_validator(mode="after")
+    def _digest_matches(self) -> PolicyEntry:
+        expected = {f.name for f in dataclass_fields(VerificationPolicy)}
+        if set(self.thresholds) != expected:
+            raise ValueError(f"policy thresholds must be exactly {', '.join(sorted(expected))}")
+        try:
+            policy = VerificationPolicy(**self.thresholds)
+        except ConfigError as exc:
+            raise ValueError(exc.user_message) from exc
+        if policy.digest() != self.digest:
+            raise ValueError("the policy digest does not match its thresholds")
+        return self
+
+    @classmethod
+    def of(cls, policy: VerificationPolicy) -> PolicyEntry:
+        return cls(thresholds=policy.as_dict(), digest=policy.digest())
+
+    def policy(self) -> VerificationPolicy:
+        return VerificationPolicy(**self.thresholds)
+
+
+class TimingEntry(_Record):
+    commit_seconds: float = Field(gt=0)
+    vote_seconds: float = Field(gt=0)
+    aggregate_seconds: float = Field(gt=0)
+
+    @classmethod
+    def of(cls, timing: RoundTiming) -> TimingEntry:
+        return cls(commit_seconds=timing.commit_seconds, vote_seconds=timing.vote_seconds,
+                   aggregate_seconds=timing.aggregate_seconds)
+
+    def timing(self) -> RoundTiming:
+        return RoundTiming(self.commit_seconds, self.vote_seconds, self.aggregate_seconds)
+
+
+class Consortium(_Record):
+    """The whole consortium file; `signature` is the admin's over `canonical_bytes()`."""
+
+    format_version: Literal[1]
+    name: str = Field(min_length=1)
+    chain_id: int = Field(gt=0)
+    contract: ContractEntry
+    admin: Address
+    coordinator: CoordinatorEntry
+    model: ModelEntry
+    input_schema: InputSchema
+    policy: PolicyEntry
+    timing: TimingEntry
+    aggregator: str
+    members: tuple[MemberEntry, ...] = ()
+    signature: str = ""  # empty until signed
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, value: str) -> str:
+        if value not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator '{value}'; expected one of {', '.join(AGGREGATORS)}")
+        return value
+
+    @field_validator("signature")
+    @classmethod
+    def _signature_shape(cls, value: str) -> str:
+        if value and not _SIGNATURE.match(value):
+            raise ValueError("the signature is not 65 hex-encoded bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Consortium:
+        if self.model.input_shape != self.input_schema.input_shape:
+            raise ValueError("the model's input shape differs from the input schema's")
+        if self.model.num_classes != self.input_schema.num_classes:
+            raise ValueError("the model's class count differs from the input schema's")
+        addresses = [m.address.lower() for m in self.members]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("a member account is listed twice")
+        ids = [m.hospital_id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a hospital id is listed twice")
+        if self.coordinator.address.lower() in addresses:
+            raise ValueError("the coordinator's account is also listed as a hospital")
+        return self
+
+    # -- the signed form --
+
+    def canonical_bytes(self) -> bytes:
+        """The signed message: compact JSON of every field but the signature, keys sorted."""
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def with_signature(self, signature: str) -> Consortium:
+        return self.model_copy(update={"signature": signature})
+
+    def with_member(self, member: MemberEntry) -> Consortium:
+        """An unsigned copy listing one more hospital; a repeated account or id is refused."""
+        if self.member(member.address) is not None:
+            raise ConsortiumError(f"The account {member.address} is already a member of '{self.name}'.")
+        if any(m.hospital_id == member.hospital_id for m in self.members):
+            raise ConsortiumError(f"A hospital '{member.hospital_id}' is already a member of '{self.name}'.")
+        members = [m.model_dump() for m in (*self.members, member)]
+        return Consortium.model_validate({**self.model_dump(), "members": members, "signature": ""})
+
+    # -- reading it --
+
+    def member(self, address: str) -> MemberEntry | None:
+        return next((m for m in self.members if same_address(m.address, address)), None)
+
+    def model_spec(self) -> ModelSpec:
+        return self.model.spec()
+
+    def verification_policy(self) -> VerificationPolicy:
+        return self.policy.policy()
+
+    def round_timing(self) -> RoundTiming:
+        return self.timing.timing()
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples `ModelSpec` params hold (kernel sizes, target shapes)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def parse_consortium(text: str, *, source: str) -> Consortium:
+    """The record in `text`; invalid JSON, unknown keys and inconsistent fields are refused."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConsortiumFileInvalid(f"The consortium file '{source}' is not valid JSON.", path=source,
+                                    detail=str(exc)) from exc
+    if isinstance(raw, dict) and raw.get("format_version") not in (None, FORMAT_VERSION):
+        raise ConsortiumFileInvalid(
+            f"The consortium file '{source}' has format version {raw.get('format_version')!r}; "
+            f"this version of MedFedChain reads version {FORMAT_VERSION}.", path=source)
+    try:
+        return Consortium.model_validate(raw)
+    except ValidationError as exc:
+        raise ConsortiumFileInvalid(f"The consortium file '{source}' is not valid: {_first_error(exc)}.",
+                                    path=source, detail=str(exc)) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the record"
+    what = "is not allowed (unknown key)" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{where} {what}"
+
+
+def read_consortium(path: Path) -> Consortium:
+    """The record in the file at `path`, its signature not yet checked."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConsortiumFileInvalid(f"The consortium file '{path}' cannot be read.", path=str(path),
+                                    detail=str(exc)) from exc
+    return parse_consortium(text, source=str(path))
+
+
+def verify_signature(consortium: Consortium, recover: RecoverSigner) -> None:
+    """Refuses a record its admin did not sign exactly as it is."""
+    if not consortium.signature:
+        raise ConsortiumSignatureInvalid(
+            f"The consortium file for '{consortium.name}' is not signed by its admin.",
+            expected=consortium.admin, recovered=None)
+    try:
+        signer: str | None = recover(consortium.canonical_bytes(), consortium.signature)
+    except ValueError:
+        signer = None
+    if signer is None or not same_address(signer, consortium.admin):
+        raise ConsortiumSignatureInvalid(
+            f"The consortium file for '{consortium.name}' does not carry its admin's signature: it was "
+            "changed after the admin signed it. Ask the admin for the current file.",
+            expected=consortium.admin, recovered=signer)
+
+
+def load_consortium(path: Path, recover: RecoverSigner) -> Consortium:
+    """Reads the file and checks that its admin signed it as it is."""
+    consortium = read_consortium(path)
+    verify_signature(consortium, recover)
+    return consortium
+
+
+def write_consortium(path: Path, consortium: Consortium) -> None:
+    """Writes a signed record atomically (never half a file)."""
+    if not consortium.signature:
+        raise ConsortiumError("Only a signed consortium file can be written.")
+    try:
+        write_atomic(Path(path), consortium.to_json())
+    except OSError as exc:
+        raise ConsortiumError(f"The consortium file '{path}' cannot be written.", detail=str(exc)) from exc
+
+
+def check_dataset_fits(consortium: Consortium, dataset: Dataset) -> None:
+    """Refuses a hospital's dataset that the consortium's model cannot train on."""
+    schema = consortium.input_schema
+    where = f"Dataset '{dataset.name}' does not fit the consortium '{consortium.name}'"
+    if dataset.kind is not schema.kind:
+        raise DataError(f"{where}: it is a {dataset.kind.value} dataset, the consortium trains on "
+                        f"{schema.kind.value} data.", path=dataset.source or None)
+    if dataset.input_shape != schema.input_shape:
+        if schema.kind is DataKind.TABLE:
+            message = (f"it has {dataset.input_shape[0]} feature columns, the consortium's model takes "
+                       f"{schema.input_shape[0]}.")
+        else:
+            message = (f"its images are {_shape(dataset.input_shape)}, the consortium's model takes "
+                       f"{_shape(schema.input_shape)} (height x width x channels).")
+        raise DataError(f"{where}: {message}", path=dataset.source or None)
+    if dataset.num_classes != schema.num_classes:
+        raise DataError(f"{where}: it has {dataset.num_classes} classes, the consortium's model "
+                        f"predicts {schema.num_classes}.", path=dataset.source or None)
+    if schema.class_names and dataset.class_names != schema.class_names:
+        raise DataError(f"{where}: its classes are {', '.join(dataset.class_names)} (in this order), the "
+                        f"consortium's are {', '.join(schema.class_names)}.", path=dataset.source or None)
+    if schema.feature_names and dataset.feature_names and dataset.feature_names != schema.feature_names:
+        pairs = zip(dataset.feature_names, schema.feature_names, strict=True)
+        differ = next(i for i, (a, b) in enumerate(pairs) if a != b)
+        raise DataError(f"{where}: column {differ + 1} is '{dataset.feature_names[differ]}', the consortium "
+                        f"expects '{schema.feature_names[differ]}' there.", path=dataset.source or None)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
