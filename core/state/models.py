@@ -335,3 +335,17 @@ class EvaluationReport(Base):
     recall: Mapped[list[Any]] = mapped_column(JSON)
     confusion: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleStateRecord(Base):
+    """What a federation role (hospital node, coordinator, archive) keeps across restarts: its
+    event cursor and its own ballots, one JSON document per role and federation."""
+
+    __tablename__ = "role_states"
+
+    federation_id: Mapped[int] = mapped_column(
+        ForeignKey("federations.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -211,4 +211,4 @@ def test_a_database_of_the_first_schema_is_upgraded_keeping_its_rows(tmp_path: P
     assert view.name == "heart" and view.load_options == {}
     db.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchone()[0] == "0002_dataset_load_options"
+        assert conn.execute("select version_num from alembic_version").fetchone()[0] == "0003_role_states"
