@@ -4,6 +4,8 @@
     python main.py simulate ...         a whole federation of simulated hospitals
     python main.py smpc-player ...      one SMPC player process
     python main.py ledger audit|show    check or list the ledger
+    python main.py node ...             run this machine's hospital in a consortium
+    python main.py coordinator ...      run the consortium's coordinator
     python main.py account create|show  this machine's own ledger account (prints its address)
     python main.py consortium init|add-hospital|show|check
                                         the signed consortium file of a real federation
@@ -153,6 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dataset", help="also check that this hospital's dataset fits the model")
     check.add_argument("--label-column", help="the CSV column holding the class")
     check.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
+
+    node = sub.add_parser("node", help="run this machine's hospital in a consortium (headless)")
+    _add_home(node)
+    node.add_argument("--consortium", type=Path, required=True, help="the signed consortium.json")
+    node.add_argument("--dataset", required=True, help="this hospital's own data (a name or a path)")
+    node.add_argument("--label-column", help="the CSV column holding the class")
+    node.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
+    node.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    node.add_argument("--epochs", type=int, default=5, help="local epochs per round")
+    node.add_argument("--batch-size", type=int, default=16)
+    node.add_argument("--learning-rate", type=float, default=0.005)
+    node.add_argument("--seed", type=int, default=0)
+    node.add_argument("--until-round", type=int, help="exit once this round is final (default: run until stopped)")
+    node.add_argument("--attack", help=argparse.SUPPRESS)  # a simulated attacker node, for tests and benchmarks
+    node.add_argument("--attack-param", action="append", default=[], help=argparse.SUPPRESS)
+    node.add_argument("--colluders", nargs="*", default=[], help=argparse.SUPPRESS)
+
+    coord = sub.add_parser("coordinator", help="run the consortium's coordinator (headless)")
+    _add_home(coord)
+    coord.add_argument("--consortium", type=Path, required=True, help="the signed consortium.json")
+    coord.add_argument("--rounds", type=int, required=True, help="run rounds 1..R, then exit")
+    coord.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
+    coord.add_argument("--seed", type=int, default=0, help="seed of round 1's initial model")
 
     shot = sub.add_parser("screenshot", help="render every page of the app to PNG after a demo round")
     _add_home(shot)
@@ -341,6 +366,40 @@ def cmd_consortium(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_site(site: Any, until_round: int | None) -> int:
+    from core.progress import CancelToken
+
+    cancel = CancelToken()
+    signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+    try:
+        print(f"MedFedChain {site.name}: following the consortium's rounds (Ctrl-C stops).", flush=True)
+        site.run(cancel, until_round=until_round)
+    finally:
+        site.close()
+    return EXIT_CANCELLED if cancel.cancelled else EXIT_OK
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from core.services.deployment import NodePlan, open_node
+
+    settings = _settings(args)
+    plan = NodePlan(consortium=args.consortium, dataset=args.dataset, label_column=args.label_column,
+                    drop_columns=tuple(args.drop_columns), rpc_url=args.rpc, epochs=args.epochs,
+                    batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                    attack=args.attack, attack_params=_parse_params(args.attack_param),
+                    colluders=tuple(args.colluders))
+    return _run_site(open_node(plan, settings, _ConsoleProgress()), args.until_round)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from core.services.deployment import CoordinatorPlan, open_coordinator
+
+    settings = _settings(args)
+    plan = CoordinatorPlan(consortium=args.consortium, rounds=args.rounds, rpc_url=args.rpc, seed=args.seed)
+    return _run_site(open_coordinator(plan, settings, _ConsoleProgress()), None)
+
+
 def _has_display() -> bool:
     if sys.platform in ("win32", "darwin"):
         return True
@@ -388,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(chosen)
     handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
                 "ledger": cmd_ledger, "account": cmd_account, "consortium": cmd_consortium,
+                "node": cmd_node, "coordinator": cmd_coordinator,
                 "screenshot": cmd_screenshot}
     try:
         return handlers[command](args)

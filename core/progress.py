@@ -59,6 +59,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to `seconds`, waking at once when cancelled; True if cancelled."""
+        return self._event.wait(seconds)
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ConfigError
 from core.federation.aggregators import create_aggregator
 from core.federation.channel import RoundChannel
+from core.federation.consortium import Consortium
 from core.federation.interfaces import Aggregator, Verifier
 from core.federation.memory_channel import InMemoryLedger
 from core.federation.plaintext_verifier import NoVerifier, PlaintextVerifier
@@ -20,6 +21,9 @@ from core.models.architecture import ModelSpec
 from core.models.weights import Weights
 from core.settings import Settings
 from core.state.db import Database, open_database
+
+if TYPE_CHECKING:
+    from ledger.session import LedgerSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,4 +89,22 @@ def build_simulation_channels(settings: Settings, hospital_ids: Sequence[str], *
     every hospital with its own keystore account in the data directory."""
     if not ledger:
         return InMemoryChannels(hospital_ids)
-    return InMemoryChannels(hospital_ids)
+    from ledger.federation import SimulationLedger
+
+    return SimulationLedger(_ledger_settings(settings, rpc_url or settings.rpc_url), hospital_ids)
+
+
+def _ledger_settings(settings: Settings, rpc_url: str | None) -> LedgerSettings:
+    from ledger.session import LedgerSettings
+
+    return LedgerSettings(home=settings.home, rpc_url=rpc_url, keystore_path=settings.keystore_dir,
+                          blob_path=settings.blob_dir)
+
+
+def open_deployment_channel(settings: Settings, consortium: Consortium, identity: str, *, rpc_url: str | None,
+                            serve: tuple[str, int], closers: list[Callable[[], None]]) -> RoundChannel:
+    """One site's channel on the consortium's chain, with its model store served at `serve`."""
+    from ledger.federation import open_site_channel
+
+    return open_site_channel(_ledger_settings(settings, rpc_url or settings.rpc_url), consortium.contract.address,
+                             identity, serve, closers)

@@ -98,6 +98,11 @@ class HospitalNode:
         raw = self._doc["ballots"].get(str(attempt))
         return Ballot.from_dict(raw) if raw else None
 
+    @property
+    def checked(self) -> dict[str, str]:
+        """Round attempts whose final global model this node checked, with the verdict."""
+        return dict(self._doc["checked"])
+
     def failure(self, attempt: int) -> str | None:
         """Why this node did not commit in a round attempt, if it failed."""
         value = self._doc["failed"].get(str(attempt))
