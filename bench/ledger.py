@@ -1,13 +1,17 @@
-"""Ledger benchmark: transactions per second and gas per round, embedded chain vs anvil, 5 and 20 hospitals.
+"""Ledger benchmark: whole rounds through `LedgerChannel`, embedded chain vs anvil, 5 and 20 hospitals.
 
-Runs whole rounds through `Web3Recorder` (open, commit, vote, decide, finalise) as the engine does
-and prints one JSON document. Usage: `python bench/ledger.py [--hospitals 5 20] [--rounds 2]
-[--backends embedded anvil]`.
+Each round is what the roles do on a real federation: the coordinator opens it, every hospital
+commits, the coordinator closes the commits, every hospital votes (hospital-00 is rejected by
+all, so each round has a rejected candidate), the coordinator decides and finalises. Prints one
+JSON document with transactions, transactions per second, gas per function and gas per
+hospital per round (the contract's goal: at most 150k at 20 hospitals).
+Usage: `python bench/ledger.py [--hospitals 5 20] [--rounds 2] [--backends embedded anvil]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -18,46 +22,80 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.federation.channel import COORDINATOR, RoundTiming  # noqa: E402
 from ledger.anvil import AnvilNode  # noqa: E402
-from ledger.explorer import get_block  # noqa: E402
-from ledger.recorder import Web3Recorder  # noqa: E402
-from ledger.session import LedgerSettings  # noqa: E402
-from tests.ledger.rounds import honest_except, hospitals, initial_weights, plan_round, record  # noqa: E402
+from ledger.blobs import BlobStore  # noqa: E402
+from ledger.channel import LedgerChannel  # noqa: E402
+from ledger.clock import BlockClock, EmbeddedClock, NodeClock  # noqa: E402
+from ledger.session import LedgerSession, LedgerSettings, open_ledger  # noqa: E402
 
 SCRYPT_N = 2**12  # keystore unlock cost is not what this measures
+TIMING = RoundTiming(commit_seconds=3600, vote_seconds=3600, aggregate_seconds=3600)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def federation(session: LedgerSession, n: int, work: Path) -> dict[str, LedgerChannel]:
+    """Registers n hospitals and a coordinator, each with its own keystore account."""
+    admin = session.admin()
+    clock: BlockClock = (EmbeddedClock(session.chain) if session.chain is not None
+                         else NodeClock(session.w3, endpoint=session.endpoint))
+    client = session.client
+    accounts = {}
+    for identity in [COORDINATOR] + [f"hospital-{i:02d}" for i in range(n)]:
+        accounts[identity] = session.keystore.unlock_or_create(identity)
+        session.ensure_funded(accounts[identity].address)
+    client.set_coordinator(admin, accounts[COORDINATOR].address, "")
+    for identity, account in accounts.items():
+        if identity != COORDINATOR:
+            client.add_authority(admin, account.address, identity, "")
+    return {identity: LedgerChannel(client, identity, account, BlobStore(work / "blobs" / identity), clock=clock)
+            for identity, account in accounts.items()}
+
+
+def play_round(channels: dict[str, LedgerChannel], number: int, previous: str) -> str:
+    coord = channels[COORDINATOR]
+    hospitals = [c for c in channels if c != COORDINATOR]
+    coord.open_round(number, previous, digest("policy"), TIMING)
+    for i, hid in enumerate(hospitals):
+        channels[hid].commit(number, digest(f"{hid} {number}"), 100 + i, [digest(f"share {hid} {number}")])
+    coord.close_commits(number)
+    accepted = hospitals[1:]
+    for hid in hospitals:
+        channels[hid].vote(number, accepted, digest(f"scores {hid} {number}"))
+    coord.decide(number)
+    global_hash = digest(f"global {number}")
+    coord.finalize(number, global_hash, accepted)
+    return global_hash
 
 
 def run(backend: str, n: int, rounds: int, work: Path) -> dict[str, Any]:
     node = AnvilNode(state_file=work / "anvil.json").start() if backend == "anvil" else None
     try:
-        settings = LedgerSettings(
-            home=work / "home",
-            rpc_url=node.url if node else None,
-            keystore_password="bench",
-            scrypt_n=SCRYPT_N,
-        )
+        settings = LedgerSettings(home=work / "home", rpc_url=node.url if node else None,
+                                  keystore_password="bench", scrypt_n=SCRYPT_N)
+        session = open_ledger(settings)
         start = time.perf_counter()
-        recorder = Web3Recorder.open(settings)
-        members = hospitals(n)
-        recorder.register_hospitals(members)
+        channels = federation(session, n, work)
         setup_s = time.perf_counter() - start
-        w3 = recorder.client.w3
+        w3 = session.w3
         first_block = w3.eth.block_number + 1
-        weights = initial_weights()
-        # hospital-0 is rejected by everyone: every round has a rejected candidate too
+        previous = digest("initial model")
         start = time.perf_counter()
         for number in range(1, rounds + 1):
-            planned = plan_round(number, weights, members, honest_except("hospital-0"))
-            record(recorder, planned)
-            weights = planned.outcome.global_weights
+            previous = play_round(channels, number, previous)
         elapsed = time.perf_counter() - start
+        contract = session.client.contract
         gas_by_function: dict[str, list[int]] = defaultdict(list)
-        txs = 0
-        for number in range(first_block, w3.eth.block_number + 1):
-            for tx in get_block(recorder.client, number).transactions:
-                gas_by_function[tx.function].append(tx.gas_used)
-                txs += 1
-        recorder.close()
+        for block_number in range(first_block, w3.eth.block_number + 1):
+            for tx in w3.eth.get_block(block_number, full_transactions=True)["transactions"]:
+                receipt = w3.eth.get_transaction_receipt(tx["hash"])  # type: ignore[index]
+                function = contract.get_function_by_selector(bytes(tx.get("input", tx.get("data")))[:4]).fn_name  # type: ignore[index]
+                gas_by_function[function].append(int(receipt["gasUsed"]))
+        session.close()
+        txs = sum(len(v) for v in gas_by_function.values())
         total_gas = sum(sum(v) for v in gas_by_function.values())
         return {
             "backend": backend,
@@ -68,6 +106,7 @@ def run(backend: str, n: int, rounds: int, work: Path) -> dict[str, Any]:
             "transactions_per_round": txs // rounds,
             "transactions_per_second": round(txs / elapsed, 1),
             "gas_per_round": total_gas // rounds,
+            "gas_per_hospital": total_gas // rounds // n,
             "gas_per_transaction": {k: sum(v) // len(v) for k, v in sorted(gas_by_function.items())},
         }
     finally:

@@ -180,7 +180,9 @@ class LedgerChannel(RoundChannel):
     def _id_of(self, account: str) -> str:
         hospital_id = self._ids.get(account)
         if hospital_id is None:
-            hospital_id = self._client.hospital_id_of(account) or account
+            # One read of the registry names every member; only a removed account needs its own.
+            self._ids.update((m.account, m.hospital_id) for m in self._client.members())
+            hospital_id = self._ids.get(account) or self._client.hospital_id_of(account) or account
             self._ids[account] = hospital_id
         return hospital_id
 
@@ -330,8 +332,9 @@ class LedgerChannel(RoundChannel):
 
     def vote(self, round_number: int, accepted: Sequence[str], scores_hash: str) -> None:
         _require_digest(scores_hash, "scores hash")
-        view = self.round(round_number)
-        candidates = view.candidates if view is not None else ()
+        round_id = self._client.latest_round_id(round_number)
+        # Votes go to the open round, whose registry is frozen: the contract's positions hold.
+        candidates = self._ids_of(self._client.candidates(round_id)) if round_id else ()
         unknown = [c for c in accepted if c not in candidates]
         if unknown or len(set(accepted)) != len(accepted):
             # A name that is no candidate has no bit to set: refused here, as the contract would.

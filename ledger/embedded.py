@@ -227,7 +227,8 @@ class EmbeddedChain:
             return
         if int(self.tester.get_block_by_number("pending")["timestamp"]) < target:
             self.tester.time_travel(target)
-        else:
+        # eth-tester's time travel may land a second short; each further block is a second later.
+        while self.latest_timestamp() < target:
             self.tester.mine_blocks(1)
 
     def close(self) -> None:

@@ -149,11 +149,13 @@ def __init__():
 @internal
 @view
 def _open_round(round_number: uint256) -> uint256:
-    round_id: uint256 = self.openRoundId
-    if round_id != 0 and self.rounds[round_id].number == round_number:
-        return round_id
-    assert self.rounds[self.latestRoundIdOf[round_number]].phase != PHASE_FINAL, "round is final"
-    raise "round is not open"
+    # The latest attempt of a number is the open round iff its phase is one of the open three;
+    # reading it this way costs one storage read less per commit and vote than `openRoundId`.
+    round_id: uint256 = self.latestRoundIdOf[round_number]
+    phase: uint256 = self.rounds[round_id].phase
+    assert phase != PHASE_FINAL, "round is final"
+    assert phase != PHASE_NONE and phase != PHASE_ABORTED, "round is not open"
+    return round_id
 
 
 @internal
@@ -486,10 +488,8 @@ def finalizeRound(round_number: uint256, global_hash: bytes32, contributors: Dyn
 @external
 def abortRound(round_number: uint256, reason: String[256]):
     """@notice Abandons the open round: the coordinator at any time, anyone once its final deadline passed."""
-    round_id: uint256 = self.openRoundId
-    if round_id == 0 or self.rounds[round_id].number != round_number:
-        assert self.rounds[self.latestRoundIdOf[round_number]].phase != PHASE_ABORTED, "already aborted"
-        round_id = self._open_round(round_number)
+    assert self.rounds[self.latestRoundIdOf[round_number]].phase != PHASE_ABORTED, "already aborted"
+    round_id: uint256 = self._open_round(round_number)
     deadline: uint256 = self.rounds[round_id].finalDeadline
     assert msg.sender == self.coordinator or block.timestamp >= deadline, "only the coordinator before the deadline"
     self._abort(round_number, round_id, reason)

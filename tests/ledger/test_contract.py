@@ -1,4 +1,8 @@
-"""The federation contract's rules, on the embedded chain and on anvil."""
+"""The federation contract's rules through `LedgerClient`, on the embedded chain and on anvil:
+the exact reasons a refused call gives, and what the registry and round records read back.
+
+The round's state machine as the roles see it is checked by the channel contract suite
+(`test_ledger_channel.py`); here are the rules below it that a channel cannot reach."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from dataclasses import dataclass
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
-from ledger.client import Ballot, LedgerClient, RoundState
+from ledger.client import LedgerClient, LedgerEvent, RoundPhase, readable_args
 from ledger.errors import TransactionReverted
 from ledger.session import LedgerSession, LedgerSettings, open_ledger
 
@@ -22,277 +27,221 @@ class Chain:
     session: LedgerSession
     client: LedgerClient
     admin: LocalAccount
+    coordinator: LocalAccount
     hospitals: list[LocalAccount]
 
-    def ballot(self, candidate: LocalAccount, accept: bool) -> Ballot:
-        return Ballot(candidate.address, accept, 90, 100, -250_000, 1_500_000, 800_000, 1_000_000)
+    def now(self) -> int:
+        return int(self.session.w3.eth.get_block("latest")["timestamp"])
 
-    def open(self, number: int = 1) -> None:
-        self.client.open_round(self.admin, number, H0, POLICY)
+    def open(self, number: int = 1, *, verified: bool = True) -> None:
+        t = self.now()
+        self.client.open_round(self.coordinator, number, H0, POLICY, t + 100, t + 200, t + 300, verified=verified)
 
     def commit_all(self, number: int = 1) -> None:
         for i, h in enumerate(self.hospitals):
-            self.client.commit(h, number, f"{i + 1:064x}", [bytes([i]) * 32])
+            self.client.commit(h, number, f"{i + 1:064x}", 10 * (i + 1), [f"{i:064x}"])
 
-    def vote(self, validator: LocalAccount, accepts: dict[int, bool], number: int = 1) -> None:
-        self.client.vote(validator, number, [self.ballot(self.hospitals[c], a) for c, a in accepts.items()])
+    def advance(self, seconds: int) -> None:
+        """Moves block time on: the embedded chain mines a later block, anvil is told to."""
+        if self.session.chain is not None:
+            self.session.chain.advance_time(self.now() + seconds)
+        else:
+            self.session.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+            self.session.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
     def events(self) -> list[str]:
         return [e.name for e in self.client.events()]
 
 
-def make_chain(settings: LedgerSettings, n: int) -> Chain:
-    session = open_ledger(settings)
-    admin = session.admin()
-    hospitals = []
-    for i in range(n):
-        account = Account.create(f"hospital {i}")
-        session.ensure_funded(account.address)
-        session.client.add_authority(admin, account.address, f"hospital-{i}")
-        hospitals.append(account)
-    return Chain(session, session.client, admin, hospitals)
+def _funded(session: LedgerSession) -> LocalAccount:
+    account = Account.create()
+    session.ensure_funded(account.address)
+    return account
 
 
 @pytest.fixture
 def chain4(settings: LedgerSettings) -> Iterator[Chain]:
-    chain = make_chain(settings, 4)
-    yield chain
-    chain.session.close()
+    session = open_ledger(settings)
+    admin = session.admin()
+    coordinator = _funded(session)
+    session.client.set_coordinator(admin, coordinator.address, "http://coordinator:8000")
+    hospitals = []
+    for i in range(4):
+        account = _funded(session)
+        session.client.add_authority(admin, account.address, f"hospital-{i}", f"http://h{i}:8000")
+        hospitals.append(account)
+    yield Chain(session, session.client, admin, coordinator, hospitals)
+    session.close()
 
 
-def reason(excinfo: pytest.ExceptionInfo[TransactionReverted]) -> str:
-    return excinfo.value.reason
-
-
-def test_registry_is_admin_only(chain4: Chain) -> None:
-    outsider = chain4.hospitals[0]
+def refused(call: object) -> str:
     with pytest.raises(TransactionReverted) as exc:
-        chain4.client.add_authority(outsider, Account.create().address, "intruder")
-    assert reason(exc) == "only the admin"
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.add_authority(chain4.admin, chain4.hospitals[1].address, "again")
-    assert reason(exc) == "account already registered"
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.add_authority(chain4.admin, Account.create().address, "hospital-1")
-    assert reason(exc) == "hospital already registered"
-    assert chain4.client.authorities() == [h.address for h in chain4.hospitals]
-    assert chain4.client.hospital_id_of(chain4.hospitals[2].address) == "hospital-2"
+        call()  # type: ignore[operator]
+    return exc.value.reason
 
 
-def test_only_operator_opens_rounds_and_coordinator_may(chain4: Chain) -> None:
-    coordinator = chain4.hospitals[0]
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.open_round(coordinator, 1, H0, POLICY)
-    assert reason(exc) == "only the admin or the coordinator"
-    chain4.client.set_coordinator(chain4.admin, coordinator.address)
-    chain4.client.open_round(coordinator, 1, H0, POLICY)
-    record = chain4.client.round(chain4.client.open_round_id())
-    assert (record.number, record.state, record.registered, record.previous_hash) == (
-        1,
-        RoundState.OPEN,
-        4,
-        H0,
-    )
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.open_round(chain4.admin, 2, H0, POLICY)
-    assert reason(exc) == "another round is open"
+def test_the_registry_is_the_admins_and_lists_ids_and_store_urls(chain4: Chain) -> None:
+    c, admin, hospitals = chain4.client, chain4.admin, chain4.hospitals
+    assert refused(lambda: c.add_authority(hospitals[0], Account.create().address, "intruder")) == "only the admin"
+    assert refused(lambda: c.add_authority(admin, hospitals[1].address, "again")) == "account already registered"
+    assert refused(lambda: c.add_authority(admin, Account.create().address, "hospital-1")) == (
+        "hospital already registered")
+    assert refused(lambda: c.add_authority(admin, chain4.coordinator.address, "h")) == "account is the coordinator"
+    assert refused(lambda: c.set_coordinator(admin, hospitals[0].address)) == "the coordinator cannot be a hospital"
+    assert [(m.account, m.hospital_id, m.store_url) for m in c.members()] == [
+        (h.address, f"hospital-{i}", f"http://h{i}:8000") for i, h in enumerate(hospitals)]
+    coordinator = c.coordinator()
+    assert (coordinator.account, coordinator.store_url) == (chain4.coordinator.address, "http://coordinator:8000")
+    assert c.account_of_hospital("hospital-2") == hospitals[2].address and c.account_of_hospital("nobody") is None
 
 
-def test_registry_is_frozen_while_a_round_is_open(chain4: Chain) -> None:
-    chain4.open()
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.remove_authority(chain4.admin, chain4.hospitals[0].address)
-    assert reason(exc) == "a round is open"
-
-
-def test_only_authorities_commit_and_only_once(chain4: Chain) -> None:
-    chain4.open()
-    stranger = Account.create()
-    chain4.session.ensure_funded(stranger.address)
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.commit(stranger, 1, H1, [])
-    assert reason(exc) == "not an authority"
-    chain4.client.commit(chain4.hospitals[0], 1, H1, [])
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.commit(chain4.hospitals[0], 1, H1, [])
-    assert reason(exc) == "already committed"
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.commit(chain4.hospitals[1], 2, H1, [])
-    assert reason(exc) == "round is not open"
-
-
-def test_removed_authority_can_no_longer_commit(chain4: Chain) -> None:
-    chain4.client.remove_authority(chain4.admin, chain4.hospitals[3].address)
-    chain4.open()
-    assert chain4.client.round(chain4.client.open_round_id()).registered == 3
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.commit(chain4.hospitals[3], 1, H1, [])
-    assert reason(exc) == "not an authority"
-
-
-def test_double_vote_and_vote_on_uncommitted_are_refused(chain4: Chain) -> None:
-    chain4.open()
-    chain4.client.commit(chain4.hospitals[0], 1, H1, [])
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.vote(chain4.hospitals[1], {1: True})
-    assert reason(exc) == "candidate did not commit"
-    chain4.vote(chain4.hospitals[1], {0: True})
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.vote(chain4.hospitals[1], {0: False})
-    assert reason(exc) == "already voted"
-    assert (
-        chain4.client.vote_of(
-            chain4.client.open_round_id(), chain4.hospitals[0].address, chain4.hospitals[1].address
-        )
-        is True
-    )
-
-
-@pytest.mark.parametrize(("accepts", "accepted"), [(2, False), (3, True), (4, True), (0, False)])
-def test_majority_of_all_registered_authorities(chain4: Chain, accepts: int, accepted: bool) -> None:
-    """With 4 authorities a 2-2 tie rejects: strictly more than half must accept."""
-    chain4.open()
-    chain4.commit_all()
-    for i, validator in enumerate(chain4.hospitals):
-        chain4.vote(validator, {0: i < accepts})
-    chain4.client.decide(chain4.admin, 1)
-    round_id = chain4.client.open_round_id()
-    assert chain4.client.tally(round_id, chain4.hospitals[0].address) == (accepts, 4 - accepts, accepted)
-    # Candidates nobody voted for are rejected, as abstentions count against.
-    assert chain4.client.tally(round_id, chain4.hospitals[1].address) == (0, 0, False)
-
-
-def test_missing_voters_count_against(chain4: Chain) -> None:
-    """Two accepts of four registered do not pass even when the other two never vote."""
-    chain4.open()
-    chain4.commit_all()
-    chain4.vote(chain4.hospitals[0], {0: True})
-    chain4.vote(chain4.hospitals[1], {0: True})
-    chain4.client.decide(chain4.admin, 1)
-    assert chain4.client.tally(chain4.client.open_round_id(), chain4.hospitals[0].address)[2] is False
-
-
-def _decided_round(chain: Chain) -> None:
-    """Candidates 0 and 1 accepted by everyone, 2 and 3 rejected."""
-    chain.open()
-    chain.commit_all()
-    for validator in chain.hospitals:
-        chain.vote(validator, {0: True, 1: True, 2: False, 3: False})
-    chain.client.decide(chain.admin, 1)
-
-
-def test_contributors_must_equal_accepted(chain4: Chain) -> None:
-    _decided_round(chain4)
+def test_removing_a_hospital_moves_the_last_into_its_position(chain4: Chain) -> None:
     h = chain4.hospitals
+    chain4.client.remove_authority(chain4.admin, h[1].address)
+    assert chain4.client.authorities() == [h[0].address, h[3].address, h[2].address]
+    assert chain4.client.account_of_hospital("hospital-1") is None
+    assert chain4.client.hospital_id_of(h[1].address) == "hospital-1"  # past rounds still name it
+    assert refused(lambda: chain4.client.remove_authority(chain4.admin, h[1].address)) == (
+        "not a registered hospital")
+    chain4.open()
+    assert chain4.client.round(1).registered == 3
+    assert refused(lambda: chain4.client.commit(h[1], 1, H1, 1)) == "not a registered hospital"
+    chain4.client.commit(h[3], 1, H1, 1)  # moved to position 1: its bit is that position's
+    assert chain4.client.round(1).committed == 0b10
+
+
+def test_only_the_coordinator_opens_with_deadlines_in_order(chain4: Chain) -> None:
+    c, t = chain4.client, chain4.now()
+    assert refused(lambda: c.open_round(chain4.admin, 1, H0, POLICY, t + 10, t + 20, t + 30)) == (
+        "only the coordinator")
+    assert refused(lambda: c.open_round(chain4.coordinator, 1, H0, POLICY, t, t + 20, t + 30)) == (
+        "commit deadline is not in the future")
+    assert refused(lambda: c.open_round(chain4.coordinator, 1, H0, POLICY, t + 30, t + 20, t + 40)) == (
+        "deadlines out of order")
+    chain4.open()
+    record = c.round(c.open_round_id())
+    assert (record.number, record.phase, record.registered, record.previous_hash, record.verified) == (
+        1, RoundPhase.COMMIT, 4, H0, True)
+    assert record.vote_deadline - record.commit_deadline == 100
+    assert refused(lambda: chain4.open(2)) == "another round is open"
+    assert refused(lambda: chain4.open(1)) == "round is already open"
+    assert refused(lambda: c.remove_authority(chain4.admin, chain4.hospitals[0].address)) == "a round is open"
+    assert refused(lambda: c.add_authority(chain4.admin, Account.create().address, "late")) == "a round is open"
+
+
+def test_commit_rules_and_reasons(chain4: Chain) -> None:
+    c, h = chain4.client, chain4.hospitals
+    assert refused(lambda: c.commit(h[0], 1, H1, 1)) == "round is not open"
+    chain4.open()
+    stranger = _funded(chain4.session)
+    assert refused(lambda: c.commit(stranger, 1, H1, 1)) == "not a registered hospital"
+    assert refused(lambda: c.commit(h[0], 1, "00" * 32, 1)) == "empty model hash"
+    c.commit(h[0], 1, H1, 1)
+    assert refused(lambda: c.commit(h[0], 1, H1, 1)) == "already committed"
+    assert refused(lambda: c.close_commits(stranger, 1)) == "commit deadline not reached"
+
+
+def test_vote_rules_and_the_majority_of_all_registered(chain4: Chain) -> None:
+    c, h = chain4.client, chain4.hospitals
+    chain4.open()
+    chain4.commit_all()
+    assert refused(lambda: c.vote(h[0], 1, 1, H1)) == "voting closed"
+    assert refused(lambda: c.decide(h[0], 1)) == "commits not closed"
+    c.close_commits(h[0], 1)
+    assert refused(lambda: c.close_commits(h[0], 1)) == "commits already closed"
+    assert refused(lambda: c.vote(h[0], 1, 1 << 4, H1)) == "unknown candidate"  # 4 candidates: bits 0..3
+    # candidate 0: 3 accepts; candidate 1: 2 accepts (a tie of 4 rejects); candidate 2: none
+    for validator, bitmap in zip(h[:3], (0b011, 0b011, 0b001), strict=True):
+        c.vote(validator, 1, bitmap, H1)
+    assert refused(lambda: c.vote(h[0], 1, 0, H1)) == "already voted"
+    assert refused(lambda: c.decide(h[0], 1)) == "vote deadline not reached"
+    c.vote(h[3], 1, 0b1000, H1)
+    c.decide(h[0], 1)
+    assert refused(lambda: c.decide(h[0], 1)) == "already decided"
+    assert c.round(1).accepted == 0b0001  # 2 of 4 is a tie, which rejects
+    decided = chain4.client.events()[-1]
+    assert decided.name == "Decided" and decided.args["accepts"] == [3, 2, 0, 1]
+    assert decided.args["rejects"] == [1, 2, 4, 3] and decided.args["abstainers"] == []
+
+
+def test_finalize_takes_exactly_the_accepted(chain4: Chain) -> None:
+    c, h = chain4.client, chain4.hospitals
+    chain4.open()
+    chain4.commit_all()
+    c.close_commits(h[0], 1)
+    for validator in h:
+        c.vote(validator, 1, 0b0011, H1)
+    assert refused(lambda: c.finalize_round(chain4.coordinator, 1, H1, [])) == "round not decided"
+    c.decide(h[0], 1)
     for contributors, why in [
         ([h[0].address], "contributors must equal the accepted models"),
         ([h[0].address, h[2].address], "contributor was not accepted"),
         ([h[0].address, h[0].address], "duplicate contributor"),
-        ([h[0].address, h[1].address, h[2].address], "contributors must equal the accepted models"),
+        ([h[0].address, Account.create().address], "contributor was not a candidate"),
     ]:
-        with pytest.raises(TransactionReverted) as exc:
-            chain4.client.finalize_round(chain4.admin, 1, H1, contributors)
-        assert reason(exc) == why
-    chain4.client.finalize_round(chain4.admin, 1, H1, [h[1].address, h[0].address])
-    record = chain4.client.round(1)
-    assert (record.state, record.global_hash, record.accepted_count) == (RoundState.FINALIZED, H1, 2)
-    assert chain4.client.contributors(1) == [h[1].address, h[0].address]
+        assert refused(lambda contributors=contributors: c.finalize_round(
+            chain4.coordinator, 1, H1, contributors)) == why
+    assert refused(lambda: c.finalize_round(h[0], 1, H1, [h[0].address, h[1].address])) == "only the coordinator"
+    assert refused(lambda: c.finalize_round(chain4.coordinator, 1, "00" * 32, [h[0].address])) == (
+        "empty global hash")
+    c.finalize_round(chain4.coordinator, 1, H1, [h[1].address, h[0].address])
+    record = c.round(1)
+    assert (record.phase, record.global_hash, c.open_round_id()) == (RoundPhase.FINAL, H1, 0)
+    for attempt in (lambda: c.commit(h[0], 1, H0, 1), lambda: c.decide(h[0], 1),
+                    lambda: c.finalize_round(chain4.coordinator, 1, H0, []), lambda: chain4.open(1),
+                    lambda: c.abort_round(chain4.coordinator, 1, "late")):
+        assert refused(attempt) == "round is final"
 
 
-def test_finalize_needs_decision_and_nothing_changes_after(chain4: Chain) -> None:
+def test_abort_and_reopen_under_a_new_round_id(chain4: Chain) -> None:
+    c, h = chain4.client, chain4.hospitals
     chain4.open()
-    chain4.commit_all()
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.finalize_round(chain4.admin, 1, H1, [])
-    assert reason(exc) == "round not decided"
-    chain4.client.decide(chain4.admin, 1)
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.vote(chain4.hospitals[0], {1: True})
-    assert reason(exc) == "voting closed"
-    chain4.client.finalize_round(chain4.admin, 1, H1, [])
-    for attempt in (
-        lambda: chain4.vote(chain4.hospitals[0], {1: True}),
-        lambda: chain4.client.commit(chain4.hospitals[0], 1, H0, []),
-        lambda: chain4.client.decide(chain4.admin, 1),
-        lambda: chain4.client.finalize_round(chain4.admin, 1, H0, []),
-        lambda: chain4.client.abort_round(chain4.admin, 1, "late"),
-    ):
-        with pytest.raises(TransactionReverted) as exc:
-            attempt()
-        assert reason(exc) == "round is not open"
-    assert chain4.client.round(1).global_hash == H1
-
-
-def test_aborted_round_stays_on_record_and_number_reopens(chain4: Chain) -> None:
+    c.commit(h[0], 1, H1, 1)
+    assert refused(lambda: c.abort_round(h[1], 1, "impatient")) == "only the coordinator before the deadline"
+    c.abort_round(chain4.coordinator, 1, "hospital-3 dropped")
+    assert refused(lambda: c.abort_round(chain4.coordinator, 1, "again")) == "already aborted"
     chain4.open()
-    chain4.client.commit(chain4.hospitals[0], 1, H1, [])
-    chain4.client.abort_round(chain4.admin, 1, "hospital-3 dropped")
+    assert c.latest_round_id(1) == 2 and c.round(1).phase == RoundPhase.ABORTED
+    assert c.round(2).committed == 0
+    c.commit(h[0], 1, H1, 1)
+
+
+def test_every_transition_emits_its_event(chain4: Chain) -> None:
+    c, h = chain4.client, chain4.hospitals
     chain4.open()
-    assert chain4.client.latest_round_id(1) == 2
-    assert chain4.client.round(1).state == RoundState.ABORTED
-    assert chain4.client.commitment(1, chain4.hospitals[0].address) is not None
-    assert chain4.client.commitment(2, chain4.hospitals[0].address) is None
-
-
-def test_every_step_emits_its_event(chain4: Chain) -> None:
-    _decided_round(chain4)
-    chain4.client.record_failure(chain4.admin, 1, "hospital-3", "validation", "timed out")
-    chain4.client.finalize_round(
-        chain4.admin, 1, H1, [chain4.hospitals[0].address, chain4.hospitals[1].address]
-    )
-    names = chain4.events()
-    assert names == (
-        ["AuthorityAdded"] * 4
-        + ["RoundOpened"]
-        + ["Committed"] * 4
-        + ["Voted"] * 16
-        + ["Decided"] * 4
-        + ["FailureRecorded", "RoundFinalized"]
-    )
-    events = chain4.client.events()
+    for i, hospital in enumerate(h[:3]):
+        c.commit(hospital, 1, f"{i + 1:064x}", 10 * (i + 1), [f"{i:064x}"])
+    assert refused(lambda: c.close_commits(h[0], 1)) == "commit deadline not reached"
+    chain4.advance(101)
+    c.close_commits(h[3], 1)
+    c.vote(h[0], 1, 0b101, "44" * 32)
+    assert chain4.events()[-6:] == ["RoundOpened", "Committed", "Committed", "Committed", "CommitsClosed", "Voted"]
+    events = c.events()
     committed = next(e for e in events if e.name == "Committed")
-    assert committed.args["shares"] == ["00" * 32] and committed.args["modelHash"] == f"{1:064x}"
-    voted = next(e for e in events if e.name == "Voted")
-    assert (voted.args["cosine"], voted.args["correct"], voted.args["total"]) == (-250_000, 90, 100)
-    decided = [e.args for e in events if e.name == "Decided"]
-    assert [(d["accepts"], d["rejects"], d["registered"], d["accepted"]) for d in decided] == [
-        (4, 0, 4, True),
-        (4, 0, 4, True),
-        (0, 4, 4, False),
-        (0, 4, 4, False),
-    ]
-    finalized = events[-1].args
-    assert finalized["globalHash"] == H1 and len(finalized["contributors"]) == 2
+    assert committed.args["shares"] == ["00" * 32] and committed.args["numSamples"] == 10
+    closed = next(e for e in events if e.name == "CommitsClosed")
+    assert closed.args["candidates"] == [x.address for x in h[:3]] and closed.args["dropouts"] == [h[3].address]
+    voted = events[-1]
+    assert (voted.args["validator"], voted.args["acceptedBitmap"], voted.args["scoresHash"]) == (
+        h[0].address, 0b101, "44" * 32)
+    assert readable_args(voted)["acceptedBitmap"] == [0, 2]
 
 
-def test_unverified_baseline_takes_every_candidate_on_record(chain4: Chain) -> None:
+def test_no_commitment_aborts_at_close(chain4: Chain) -> None:
     chain4.open()
-    chain4.commit_all()
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.decide_unverified(chain4.hospitals[0], 1)
-    assert reason(exc) == "only the admin or the coordinator"
-    chain4.client.decide_unverified(chain4.admin, 1)
-    record = chain4.client.round(1)
-    assert record.unverified and record.decided and record.accepted_count == 4
-    assert chain4.events()[-5:] == ["VerificationSkipped"] + ["Decided"] * 4
+    chain4.advance(101)
+    chain4.client.close_commits(chain4.hospitals[0], 1)
+    aborted = chain4.client.events()[-1]
+    assert aborted.name == "RoundAborted" and aborted.args["reason"] == "no hospital committed an update"
+    assert chain4.client.round(1).phase == RoundPhase.ABORTED and chain4.client.open_round_id() == 0
 
 
-def test_a_voted_round_cannot_be_declared_unverified(chain4: Chain) -> None:
-    chain4.open()
-    chain4.commit_all()
-    chain4.vote(chain4.hospitals[0], {1: False})
-    with pytest.raises(TransactionReverted) as exc:
-        chain4.client.decide_unverified(chain4.admin, 1)
-    assert reason(exc) == "votes were cast in this round"
+def test_code_hash_is_the_keccak_of_the_runtime_code(chain4: Chain) -> None:
+    code = chain4.session.w3.eth.get_code(chain4.client.address)
+    assert chain4.client.code_hash() == bytes(Web3.keccak(code)).hex()
+    assert len(code) > 0 and chain4.client.code_hash() != bytes(Web3.keccak(b"")).hex()
 
 
-def test_vote_scores_read_back_as_decimals() -> None:
-    from ledger.client import LedgerEvent, readable_args
-
-    event = LedgerEvent("Voted", 7, "0xabc", 0, {"accept": True, "correct": 17, "total": 18,
-                                                  "cosine": -393899, "norm": 1528369,
-                                                  "referenceAccuracy": 944444, "referenceNorm": 1000000})
-    args = readable_args(event)
-    assert args["correct"] == 17 and args["total"] == 18 and args["accept"] is True
-    assert args["cosine"] == pytest.approx(-0.393899) and args["norm"] == pytest.approx(1.528369)
-    assert args["referenceAccuracy"] == pytest.approx(0.944444) and args["referenceNorm"] == 1.0
+def test_readable_args_show_bitmaps_as_candidate_indices() -> None:
+    event = LedgerEvent("Decided", 7, "0xabc", 0, {"acceptedBitmap": 0b1010, "registered": 4})
+    assert readable_args(event) == {"acceptedBitmap": [1, 3], "registered": 4}

@@ -4,6 +4,7 @@ only a ledger can get wrong: accounts that are not the identity's, lying model s
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from eth_account.signers.local import LocalAccount
 
 from core.federation.channel import COORDINATOR, PhaseError, RoundTiming
 from core.federation.memory_channel import BlobRefused
+from ledger.anvil import AnvilNode
 from ledger.blobs import BlobServer, BlobStore
 from ledger.channel import LedgerChannel, refusal
 from ledger.clock import BlockClock, EmbeddedClock, NodeClock
 from ledger.errors import TransactionReverted, UnknownAccount
+from ledger.node import connect_rpc
 from ledger.session import LedgerSession, LedgerSettings, open_ledger
 from tests.core.federation.channel_suite import POLICY, PREV, ChannelContract, h
 from tests.ledger.conftest import FAST_RETRY, FAST_SCRYPT
@@ -91,6 +94,15 @@ class LedgerHarness:
 
 @pytest.fixture
 def ledger_harness(settings: LedgerSettings, tmp_path: Path) -> Iterator[LedgerHarness]:
+    harness = LedgerHarness(settings, tmp_path)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def embedded_harness(tmp_path: Path) -> Iterator[LedgerHarness]:
+    settings = LedgerSettings(home=tmp_path / "home", keystore_password="test-password",
+                              scrypt_n=FAST_SCRYPT, retry=FAST_RETRY)
     harness = LedgerHarness(settings, tmp_path)
     yield harness
     harness.close()
@@ -219,21 +231,15 @@ def run_round(harness: LedgerHarness, hospital_ids: list[str], number: int = 1) 
     return gas
 
 
-def test_a_round_of_20_hospitals_costs_at_most_150k_gas_per_hospital(tmp_path: Path) -> None:
-    settings = LedgerSettings(home=tmp_path / "home", keystore_password="test-password",
-                              scrypt_n=FAST_SCRYPT, retry=FAST_RETRY)
-    harness = LedgerHarness(settings, tmp_path)
-    try:
-        ids = [f"hospital-{i:02d}" for i in range(20)]
-        harness.register(ids)
-        gas = run_round(harness, ids)
-        total = sum(sum(v) for v in gas.values())
-        assert len(gas["commit"]) == 20 and len(gas["vote"]) == 20
-        view = harness.channel(COORDINATOR).round(1)
-        assert view is not None and view.phase.value == "final" and len(view.accepted) == 10
-        assert total / 20 <= GAS_PER_HOSPITAL, {k: sum(v) // len(v) for k, v in gas.items()}
-    finally:
-        harness.close()
+def test_a_round_of_20_hospitals_costs_at_most_150k_gas_per_hospital(embedded_harness: LedgerHarness) -> None:
+    ids = [f"hospital-{i:02d}" for i in range(20)]
+    embedded_harness.register(ids)
+    gas = run_round(embedded_harness, ids)
+    total = sum(sum(v) for v in gas.values())
+    assert len(gas["commit"]) == 20 and len(gas["vote"]) == 20
+    view = embedded_harness.channel(COORDINATOR).round(1)
+    assert view is not None and view.phase.value == "final" and len(view.accepted) == 10
+    assert total / 20 <= GAS_PER_HOSPITAL, {k: sum(v) // len(v) for k, v in gas.items()}
 
 
 def test_share_commitments_and_scores_hash_are_read_back(ledger_harness: LedgerHarness) -> None:
@@ -245,3 +251,24 @@ def test_share_commitments_and_scores_hash_are_read_back(ledger_harness: LedgerH
     view = coord.round(1)
     assert view is not None and view.commitments[0].share_commitments == tuple(shares)
     assert view.commitments[0].num_samples == 9
+
+
+def test_waiting_on_the_embedded_chain_jumps_to_the_deadline(embedded_harness: LedgerHarness) -> None:
+    channel = embedded_harness.channel(COORDINATOR)
+    target = channel.now() + 3600
+    channel.wait_until(target)
+    assert channel.now() >= target
+
+
+@pytest.mark.anvil
+def test_waiting_on_a_node_polls_its_blocks(anvil_binary: Path, tmp_path: Path) -> None:
+    node = AnvilNode(anvil_binary, block_time=1).start()
+    try:
+        w3 = connect_rpc(node.url, FAST_RETRY)
+        clock = NodeClock(w3, endpoint=node.url, max_wait=15)
+        target = clock.now() + 2
+        started = time.monotonic()
+        clock.wait_until(target, poll=0.1)
+        assert clock.now() >= target and time.monotonic() - started >= 0.5  # it waited for blocks
+    finally:
+        node.stop()
