@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.federation.channel import COORDINATOR, RoundTiming  # noqa: E402
 from ledger.anvil import AnvilNode  # noqa: E402
-from ledger.blobs import BlobStore  # noqa: E402
+from core.state.blobs import BlobStore  # noqa: E402
 from ledger.channel import LedgerChannel  # noqa: E402
 from ledger.clock import BlockClock, EmbeddedClock, NodeClock  # noqa: E402
 from ledger.session import LedgerSession, LedgerSettings, open_ledger  # noqa: E402

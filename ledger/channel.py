@@ -40,10 +40,12 @@ from core.federation.channel import (
     Voted,
 )
 from core.federation.memory_channel import BlobRefused
-from ledger.blobs import BlobStore, fetch_blob
+from core.errors import BlobMismatch, BlobNotFound
+from core.state.blobs import BlobStore
+from ledger.blobs import fetch_blob
 from ledger.client import LedgerClient, LedgerEvent, RoundPhase, bitmap_indices
 from ledger.clock import BlockClock
-from ledger.errors import BlobMismatch, BlobNotFound, LedgerError, TransactionReverted, UnknownAccount
+from ledger.errors import LedgerError, TransactionReverted, UnknownAccount
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The federation's seams: how a candidate is scored, how updates are combined, where a round
-is recorded, and how the engine reaches a hospital.
+is recorded locally, and what a hospital does with its own data.
 
-Each has a plaintext / in-process implementation in `core` and a real one elsewhere
-(`smpc.SmpcVerifier`, `smpc.SmpcAggregator`, `ledger.Web3Recorder`); the engine only sees these.
+The roles (`core.federation.roles`) see only these: the plaintext implementations live in
+`core`, the SMPC ones in `smpc` (`SmpcVerifier`, `SmpcAggregator`); how the roles reach each
+other is the `RoundChannel` of `core.federation.channel`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Verifier(ABC):
     """Scores every candidate for every validator; each validator learns only its own scores."""
 
     name: str = "verifier"
-    # False only for the no-verification baseline: the engine then accepts every candidate.
+    # False only for the no-verification baseline: every candidate is then taken unvoted.
     verifies: bool = True
 
     def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
@@ -112,7 +113,8 @@ class Recorder(ABC):
 
 
 class HospitalLink(ABC):
-    """How the engine reaches one hospital. In-process now; a ledger-coordinated peer later."""
+    """A hospital's own part: train on its data, bring its validation split, vote. The hospital
+    node role drives it; `LocalHospital` is the one implementation (honest, or an attacker)."""
 
     @property
     @abstractmethod

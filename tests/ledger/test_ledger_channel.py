@@ -14,7 +14,8 @@ from eth_account.signers.local import LocalAccount
 from core.federation.channel import COORDINATOR, PhaseError, RoundTiming
 from core.federation.memory_channel import BlobRefused
 from ledger.anvil import AnvilNode
-from ledger.blobs import BlobServer, BlobStore
+from core.state.blobs import BlobStore
+from ledger.blobs import BlobServer
 from ledger.channel import LedgerChannel, refusal
 from ledger.clock import BlockClock, EmbeddedClock, NodeClock
 from ledger.errors import TransactionReverted, UnknownAccount
