@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--rounds", type=int, required=True, help="run rounds 1..R, then exit")
     coord.add_argument("--rpc", help="the ledger node's JSON-RPC URL (default: the settings' rpc_url)")
     coord.add_argument("--seed", type=int, default=0, help="seed of round 1's initial model")
+    coord.add_argument("--linger", type=float, default=60.0,
+                       help="seconds to keep serving the models after the last round (default 60)")
 
     shot = sub.add_parser("screenshot", help="render every page of the app to PNG after a demo round")
     _add_home(shot)
@@ -396,7 +398,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from core.services.deployment import CoordinatorPlan, open_coordinator
 
     settings = _settings(args)
-    plan = CoordinatorPlan(consortium=args.consortium, rounds=args.rounds, rpc_url=args.rpc, seed=args.seed)
+    plan = CoordinatorPlan(consortium=args.consortium, rounds=args.rounds, rpc_url=args.rpc, seed=args.seed,
+                           linger_seconds=args.linger)
     return _run_site(open_coordinator(plan, settings, _ConsoleProgress()), None)
 
 

@@ -367,29 +367,39 @@ class LedgerChannel(RoundChannel):
         return self._blobs.put(data)
 
     def get_blob(self, digest: str, owner: str | None = None) -> bytes:
-        try:
-            if self._blobs.has(digest):
+        """From the own store, else the owner's, else any other member's: a blob is named by its
+        hash, so whoever serves it, only the right bytes are kept (a coordinator that went away
+        after finalising does not keep its global model from a hospital that fetches it late)."""
+        first_error: Exception | None = None
+        if self._blobs.has(digest):
+            try:
                 return self._blobs.get(digest)
-            if owner is None:
-                raise BlobNotFound("The model is not in this role's model store and no owner was named.",
-                                   digest=digest)
-            url = self._store_url(owner)
-            return fetch_blob(url, digest, self._blobs, timeout=self._fetch_timeout)
-        except (BlobMismatch, BlobNotFound) as exc:
-            raise BlobRefused(exc.user_message, detail=exc.detail) from exc
-        except LedgerError as exc:
-            raise BlobRefused(f"The model {digest[:12]}… could not be fetched from {owner}'s model store: "
-                              f"{exc.user_message}", detail=exc.detail) from exc
+            except BlobMismatch as exc:  # a damaged local copy: fetch it again below
+                logger.warning("local copy of %s is damaged; fetching it again", digest[:12])
+                first_error: Exception = exc
+        reasons: list[str] = []
+        for url, who in self._stores(owner):
+            try:
+                return fetch_blob(url, digest, self._blobs, timeout=self._fetch_timeout)
+            except (BlobMismatch, BlobNotFound, LedgerError) as exc:
+                reasons.append(f"{who}: {exc.user_message}")
+                first_error = exc
+        if not reasons:
+            raise BlobRefused(f"The model {digest[:12]}… is not in this role's model store and no member "
+                              "serves a model store.", detail=digest)
+        raise BlobRefused(f"The model {digest[:12]}… could not be fetched from {owner or 'any member'}'s "
+                          f"model store: {reasons[0].split(': ', 1)[1]}", detail="; ".join(reasons)) from first_error
 
-    def _store_url(self, owner: str) -> str:
-        if owner == COORDINATOR:
-            url = self._client.coordinator().store_url
-        else:
-            url = next((m.store_url for m in self._client.members() if m.hospital_id == owner), "")
-        if not url:
-            raise BlobNotFound(f"'{owner}' has no model store registered on the ledger.", digest="",
-                               detail=owner)
-        return url
+    def _stores(self, owner: str | None) -> list[tuple[str, str]]:
+        """(store URL, whose) to try: the owner first, then every other member and the coordinator."""
+        coordinator = self._client.coordinator().store_url
+        stores = [(m.store_url, m.hospital_id) for m in self._client.members()
+                  if m.hospital_id != self._identity]
+        if self._identity != COORDINATOR:
+            stores.append((coordinator, COORDINATOR))
+        stores = [(url, who) for url, who in stores if url]
+        stores.sort(key=lambda item: item[1] != owner)
+        return stores
 
     def close(self) -> None:
         """The client's connection belongs to the session that made it; nothing to release here."""

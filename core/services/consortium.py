@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from core.data.loading import load_dataset
 from core.errors import ConfigError
@@ -155,6 +156,7 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
     client = deploy_federation(w3, admin, coordinator=coordinator.address,
                                coordinator_store_url=coordinator.store_url, endpoint=url,
                                receipt_timeout=RECEIPT_TIMEOUT)
+    _fund_member(w3, coordinator.address, admin, url)
     unsigned = Consortium.checked(
         "consortium", format_version=FORMAT_VERSION, name=plan.name, chain_id=client.chain_id,
         contract=ContractEntry(address=client.address, code_hash=client.code_hash()),
@@ -178,9 +180,18 @@ def add_hospital(path: Path, *, settings: Settings, rpc_url: str | None, address
     verify_on_chain(consortium, client)
     admin = unlock_own_account(settings.keystore_dir, password())
     register_member(client, admin, extended.members[-1])
+    _fund_member(client.w3, address, admin, client.endpoint)
     signed = sign_consortium(extended, admin)
     write_consortium(path, signed)
     return signed
+
+
+def _fund_member(w3: Any, address: str, admin: Any, endpoint: str) -> None:
+    """On a network where gas costs ether, the operator gives a new member its gas money: from the
+    development node's account where there is one (anvil), else from the admin's own balance.
+    Free-gas networks (Besu QBFT with min-gas-price 0) need nothing."""
+    fund_account(w3, address, funder=None if w3.eth.accounts else admin, timeout=RECEIPT_TIMEOUT,
+                 endpoint=endpoint)
 
 
 def show_consortium(path: Path) -> Consortium:

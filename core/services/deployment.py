@@ -37,7 +37,7 @@ from core.federation.types import HospitalInfo, Scores
 from core.models.evaluation import ModelEvaluator
 from core.models.training import TrainingConfig, initial_weights
 from core.models.weights import Weights
-from core.progress import CancelToken, Progress, ProgressSink, ignore_progress
+from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services import wiring
 from core.services.consortium import Site as ConsortiumSite
 from core.services.consortium import check_consortium
@@ -46,12 +46,14 @@ from core.state.db import Database
 from core.state.models import Federation
 from core.state.recorder import SqliteRecorder
 from core.state.role_state import SqliteRoleState
+from ledger.errors import NodeUnavailable
 
 log = logging.getLogger(__name__)
 
 # Aggregators a node can recompute from the accepted updates alone (FLTrust needs the server's
 # private root data, so a node cannot check it).
 CHECKABLE_AGGREGATORS = ("fedavg", "krum", "median", "trimmed_mean")
+OUTAGE_RETRY_SECONDS = 5.0
 EXIT_AT_ENV = "MEDFED_TEST_EXIT_AT"  # "<stage>:<round>": the process exits there (restart tests)
 
 
@@ -82,14 +84,18 @@ class CoordinatorPlan:
     rpc_url: str | None = None
     seed: int = 0
     poll_seconds: float = 0.5
+    linger_seconds: float = 60.0  # serving the final global model after the last round
 
 
 class Site:
     """One running role of a deployment with its archive, its model store and its connections."""
 
     def __init__(self, name: str, role: HospitalNode | Coordinator, archive: RoundArchive,
-                 database: Database, closers: list[Callable[[], None]], poll_seconds: float) -> None:
+                 database: Database, closers: list[Callable[[], None]], poll_seconds: float,
+                 progress: ProgressSink = ignore_progress) -> None:
         self.name = name
+        self.progress = progress
+        self.linger_seconds = 0.0
         self.role = role
         self.archive = archive
         self.database = database
@@ -108,9 +114,22 @@ class Site:
         """Steps the role and its archive until cancelled; with `until_round`, returns once that
         round is final and archived (the coordinator returns once its schedule is done)."""
         while not cancel.cancelled:
-            acted = self.step(cancel)
+            try:
+                acted = self.step(cancel)
+            except NodeUnavailable as exc:
+                # The chain is the round's state: nothing is lost while its node is away, so a
+                # site waits for it rather than stopping (its deadlines still hold on chain).
+                log.warning("%s; retrying in %.0f s", exc.user_message, OUTAGE_RETRY_SECONDS)
+                self.progress(Progress(Stage.FAILED, f"ledger node unreachable, retrying: {exc.user_message}"))
+                cancel.wait(OUTAGE_RETRY_SECONDS)
+                continue
             if self._finished(until_round):
                 self.archive.step()
+                if isinstance(self.role, Coordinator) and self.linger_seconds > 0:
+                    # The last global model is fetched from this store: keep serving it a while.
+                    self.progress(Progress(Stage.DONE, f"every round is final; serving the models for "
+                                           f"{self.linger_seconds:.0f} s more"))
+                    cancel.wait(self.linger_seconds)
                 return
             if not acted:
                 cancel.wait(self.poll_seconds)
@@ -225,7 +244,7 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
         archive = RoundArchive(channel, recorder, policy, evaluate=evaluate, scores=own_scores,
                                failures=own_failure, state=SqliteRoleState(database, federation_id, "archive"),
                                progress=progress)
-        return Site(hid, node, archive, database, closers, plan.poll_seconds)
+        return Site(hid, node, archive, database, closers, plan.poll_seconds, progress)
     except BaseException:
         for close in reversed(closers):
             close()
@@ -255,7 +274,9 @@ def open_coordinator(plan: CoordinatorPlan, settings: Settings, progress: Progre
         recorder = SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
         archive = RoundArchive(channel, recorder, policy, state=SqliteRoleState(database, federation_id, "archive"),
                                progress=progress)
-        return Site(COORDINATOR, coordinator, archive, database, closers, plan.poll_seconds)
+        site = Site(COORDINATOR, coordinator, archive, database, closers, plan.poll_seconds, progress)
+        site.linger_seconds = plan.linger_seconds
+        return site
     except BaseException:
         for close in reversed(closers):
             close()

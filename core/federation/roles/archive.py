@@ -41,6 +41,7 @@ from core.federation.types import (
     Scores,
     Vote,
 )
+from core.errors import describe_error
 from core.models.weights import Weights
 from core.progress import Progress, ProgressSink, Stage, ignore_progress
 
@@ -107,10 +108,17 @@ class RoundArchive:
         return int(self._doc.get("cursor", 0))
 
     def step(self) -> bool:
-        """Records every event since the stored cursor; True when there were any."""
+        """Records every event since the stored cursor; True when there were any. When one cannot
+        be recorded yet (a model store unreachable), the cursor stays: the handlers are safe to
+        run twice, so the next step takes the same events again."""
         events, position = self.channel.events(self.cursor)
         for event in events:
-            self._handle(event)
+            try:
+                self._handle(event)
+            except Exception as exc:  # noqa: BLE001 - retried from the same cursor on the next step
+                log.warning("could not record %s yet: %s", type(event).__name__, describe_error(exc))
+                self._attempts.clear()  # rebuilt from the chain when the events come again
+                return False
         if position != self.cursor:
             self._doc["cursor"] = position
             self.state.save(self._doc)
@@ -139,7 +147,8 @@ class RoundArchive:
         n = event.round_number
         if isinstance(event, Committed):
             commitment = Commitment(event.hospital_id, n, event.model_hash, event.share_commitments)
-            entry.commitments.append(commitment)
+            if commitment not in entry.commitments:
+                entry.commitments.append(commitment)
             self.recorder.record_commitment(commitment)
             self.progress(Progress(Stage.COMMITMENT, f"{event.hospital_id} committed {event.model_hash[:12]}",
                                    round_number=n, hospital_id=event.hospital_id))
@@ -154,7 +163,7 @@ class RoundArchive:
         elif isinstance(event, Voted):
             known = self.scores(event.attempt, event.validator_id) or {}
             votes = [Vote(n, event.validator_id, c, c in event.accepted, known.get(c)) for c in entry.candidates]
-            entry.votes.extend(votes)
+            entry.votes = [v for v in entry.votes if v.validator_id != event.validator_id] + votes
             self.recorder.record_votes(votes)
         elif isinstance(event, Decided):
             self._lap(entry, "verification")
@@ -243,6 +252,8 @@ class RoundArchive:
                                round_number=event.round_number, values=metrics))
 
     def _fail(self, entry: _Attempt, failure: Failure) -> None:
+        if failure in entry.failures:
+            return
         entry.failures.append(failure)
         self.recorder.record_failure(failure)
         self.progress(Progress(Stage.FAILED, f"{failure.hospital_id} failed at {failure.stage}: "

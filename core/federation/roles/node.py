@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # summation order, and the fixed-point encoding of secure aggregation (~1e-5), stay far below.
 GLOBAL_TOLERANCE = 1e-4
 MAX_TRIES = 3  # of a step that failed for a reason outside the hospital's own data and model
+MAX_CHECK_TRIES = 20  # fetching a final global model: its stores may be briefly away
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,7 @@ class HospitalNode:
             self._vote(view, cancel)
             return True
         if view.phase is Phase.FINAL and str(view.attempt) not in self._doc["checked"]:
-            self._check_global(view)
-            return True
+            return self._check_global(view)
         return False
 
     def _gave_up(self, kind: str, view: RoundView, exc: BaseException, stage: Stage) -> None:
@@ -280,7 +280,7 @@ class HospitalNode:
 
     # -- final ------------------------------------------------------------------------------------
 
-    def _check_global(self, view: RoundView) -> None:
+    def _check_global(self, view: RoundView) -> bool:
         """Checks the published global model against the accepted updates this node can fetch."""
         verdict = "ok"
         try:
@@ -292,6 +292,12 @@ class HospitalNode:
                     verdict = ("the published global model is not the aggregate of the accepted updates "
                                "(the coordinator may be cheating)")
         except Exception as exc:  # noqa: BLE001 - recorded as this node's finding; the loop goes on
+            tries = self._tries.get(("check", view.attempt), 0) + 1
+            self._tries[("check", view.attempt)] = tries
+            if tries < MAX_CHECK_TRIES:
+                log.warning("round %d: %s cannot check the global model yet (try %d): %s",
+                            view.round_number, self.hospital_id, tries, describe_error(exc))
+                return False
             verdict = f"the global model could not be checked: {describe_error(exc)}"
         self._doc["checked"][str(view.attempt)] = verdict
         if verdict != "ok":
@@ -303,6 +309,7 @@ class HospitalNode:
                                    round_number=view.round_number, hospital_id=self.hospital_id))
         self.state.save(self._doc)
         self._own.pop(view.attempt, None)
+        return True
 
     def _accepted(self, view: RoundView, previous: Weights) -> tuple[list[Candidate], list[Commitment]]:
         candidates, commitments = [], []

@@ -1,0 +1,71 @@
+"""A real federation on one machine: anvil, a coordinator process and four hospital processes,
+each with its own data directory, keystore and records (tests/deployment.py).
+
+Over three rounds: the label-flipping hospital, which votes dishonestly, is rejected and every
+honest hospital accepted; the coordinator killed while aggregating round 1 is restarted and
+finishes it; a hospital killed while training in round 2 is that round's recorded dropout, the
+round finalises without it, and once restarted it takes part in round 3.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core.federation.channel import CommitsClosed, Phase
+from tests.deployment import LoopbackFederation, observer
+
+pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+
+KILLED_EXIT = 75  # what a process told to exit at a named step exits with
+
+
+def _wait_final(channel, number: int, timeout: float, federation: LoopbackFederation) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = channel.round(number)
+        if view is not None and view.phase is Phase.FINAL:
+            return
+        time.sleep(1)
+    logs = "\n".join(f"--- {name}\n{federation.tail(name)}" for name in federation.sites)
+    raise AssertionError(f"round {number} did not finalise in {timeout:.0f} s\n{logs}")
+
+
+def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(tmp_path: Path) -> None:
+    federation = LoopbackFederation(tmp_path, hospitals=4, malicious=1)
+    federation.provision()
+    try:
+        federation.coordinator(rounds=3)
+        federation.start("coordinator", exit_at="aggregation:1")
+        for hid in federation.hospital_ids:
+            federation.start(hid, exit_at="training:2" if hid == "hospital-2" else None,
+                             extra=["--until-round", "3"])
+        chain = observer(federation)
+
+        assert federation.wait("coordinator", 300) == KILLED_EXIT
+        assert chain.round(1) is not None and chain.round(1).phase is Phase.AGGREGATE  # type: ignore[union-attr]
+        federation.start("coordinator", extra=["--linger", "30"])
+        _wait_final(chain, 1, 180, federation)
+
+        assert federation.wait("hospital-2", 300) == KILLED_EXIT
+        _wait_final(chain, 2, 240, federation)  # without hospital-2, once its commit deadline passed
+        federation.start("hospital-2", extra=["--until-round", "3"])
+        _wait_final(chain, 3, 300, federation)
+        for hid in federation.hospital_ids:
+            assert federation.wait(hid, 120) == 0, federation.tail(hid)
+        assert federation.wait("coordinator", 120) == 0, federation.tail("coordinator")
+
+        events, _ = chain.events(0)
+        closed = {e.round_number: e for e in events if isinstance(e, CommitsClosed)}
+        assert closed[2].dropouts == ("hospital-2",) and "hospital-2" not in closed[2].candidates
+        assert "hospital-2" in closed[3].candidates
+        for number in (1, 2, 3):
+            view = chain.round(number)
+            assert view is not None and view.phase is Phase.FINAL
+            assert "hospital-4" in view.candidates and "hospital-4" not in view.accepted
+            assert set(view.accepted) == set(view.candidates) - {"hospital-4"}
+            assert set(view.contributors) == set(view.accepted)
+    finally:
+        federation.stop_all()
