@@ -21,6 +21,8 @@ TRAINING = "training"
 FEDERATION = "federation"
 LOADING = "loading"
 LEDGER = "ledger"
+NODE = "node"  # this hospital's node in a real consortium
+CHECKING = "consortium check"
 
 
 class AppModel(QObject):

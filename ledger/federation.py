@@ -82,13 +82,14 @@ class SimulationLedger:
 
 def open_site_channel(settings: LedgerSettings, contract_address: str, identity: str,
                       serve: tuple[str, int], closers: list[Callable[[], None]]) -> LedgerChannel:
-    """One site's channel: its own account (keystore/account.json, unlocked with
-    MEDFED_KEYSTORE_PASSWORD), the contract the consortium names, and its model store served on
+    """One site's channel: its own account (keystore/account.json, unlocked with the settings'
+    password, else MEDFED_KEYSTORE_PASSWORD), the contract the consortium names, and its model store served on
     exactly the address the registry gives its peers. What it opens goes onto `closers`."""
     if settings.rpc_url is None:
         raise LedgerError("A hospital node or coordinator needs the consortium's ledger node: pass --rpc URL "
                           "or set the ledger node URL in the settings.")
-    account = unlock_own_account(settings.keystore_dir, keystore_password(allow_demo=False))
+    account = unlock_own_account(settings.keystore_dir,
+                                 settings.keystore_password or keystore_password(allow_demo=False))
     session = open_ledger(LedgerSettings(
         home=settings.home, rpc_url=settings.rpc_url, contract_address=contract_address,
         keystore_password=settings.keystore_password, receipt_timeout=settings.receipt_timeout,

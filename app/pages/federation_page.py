@@ -1,4 +1,5 @@
-"""The Federation page: configure and run a federation, watch its hospitals and each round's steps."""
+"""The Federation page: a simulated federation (the demo) with its hospitals and each round's
+steps, and "Join a consortium", this hospital's node in a real one (`consortium_panel`)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from app.model import FEDERATION, TRAINING, AppModel
+from app.model import FEDERATION, NODE, TRAINING, AppModel
 from app.notifier import report_error
+from app.pages.consortium_panel import ConsortiumPanel
 from app.widgets import ACCEPTED, NEUTRAL, REJECTED, item, local_time, percent, read_only_table, short_hash
 from app.workers import Task
 from core.attacks.registry import attack_names
@@ -65,7 +68,8 @@ class _Participant:
 
 
 class FederationPage(QWidget):
-    """Starts a federation run in a worker; participants and timeline follow its progress events."""
+    """Starts a simulated federation run in a worker; participants and timeline follow its progress
+    events. The second tab joins this hospital to a real consortium."""
 
     title = "Federation"
 
@@ -87,18 +91,24 @@ class FederationPage(QWidget):
         # -- where the federation runs
         self.embedded = QRadioButton("Embedded demo federation: simulated peer hospitals and an in-process "
                                      "ledger on this machine", objectName="embeddedRadio", checked=True)
-        self.configured = QRadioButton("Configured network: the ledger node and SMPC players from Settings",
+        self.configured = QRadioButton("Simulated on the configured network: every hospital is still simulated "
+                                       "on this machine, recorded on the ledger node and SMPC players from "
+                                       "Settings (a test of that network, not a real federation)",
                                        objectName="configuredRadio")
         self.network_note = QLabel(objectName="caption")
         self.network_note.setWordWrap(True)
         group = QButtonGroup(self)
         group.addButton(self.embedded)
         group.addButton(self.configured)
-        mode_box = QGroupBox("Where to run")
+        join_hint = QLabel("To take part in a real consortium with this hospital's own data, use the "
+                           "<b>Join a consortium</b> tab.", objectName="caption")
+        join_hint.setWordWrap(True)
+        mode_box = QGroupBox("Where to run the simulation")
         mode_layout = QVBoxLayout(mode_box)
         mode_layout.addWidget(self.embedded)
         mode_layout.addWidget(self.configured)
         mode_layout.addWidget(self.network_note)
+        mode_layout.addWidget(join_hint)
 
         # -- the run's configuration
         self.hospitals = QSpinBox(objectName="hospitalsSpin", minimum=2, maximum=20, value=5)
@@ -176,7 +186,11 @@ class FederationPage(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setSizes([600, 760])
-        QVBoxLayout(self).addWidget(splitter)
+        self.join = ConsortiumPanel(model)
+        self.tabs = QTabWidget(objectName="federationTabs")
+        self.tabs.addTab(splitter, "Simulated federation")
+        self.tabs.addTab(self.join, "Join a consortium")
+        QVBoxLayout(self).addWidget(self.tabs)
 
         self.hospitals.valueChanged.connect(lambda n: self.attackers.setMaximum(n - 1))
         self.attackers.valueChanged.connect(lambda n: self.attack.setEnabled(n > 0))
@@ -248,6 +262,7 @@ class FederationPage(QWidget):
 
     def start_demo(self) -> None:
         """Fills in the demo federation (5 hospitals, one label flipper) and starts it."""
+        self.tabs.setCurrentIndex(0)
         self.embedded.setChecked(True)
         self.hospitals.setValue(DEMO["hospitals"])
         self.attackers.setValue(DEMO["malicious"])
@@ -497,9 +512,9 @@ class FederationPage(QWidget):
     @Slot()
     def _update_buttons(self) -> None:
         # One model trains at a time: local training and a federation share the same cores.
-        idle = not self.model.is_busy(FEDERATION) and not self.model.is_busy(TRAINING)
+        idle = not any(self.model.is_busy(name) for name in (FEDERATION, TRAINING, NODE))
         self.start.setEnabled(idle)
-        self.start.setToolTip("" if idle else "Wait for the running training or federation run to finish.")
+        self.start.setToolTip("" if idle else "Wait for the running training, federation run or node to finish.")
         self.cancel.setEnabled(self._task is not None)
 
     def _show_participants(self) -> None:

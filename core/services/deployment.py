@@ -75,6 +75,8 @@ class NodePlan:
     attack_params: dict[str, Any] = field(default_factory=dict)
     colluders: tuple[str, ...] = ()
     poll_seconds: float = 0.5
+    # The keystore password typed in the app; None: MEDFED_KEYSTORE_PASSWORD.
+    keystore_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,14 @@ def exit_hook(progress: ProgressSink, environ: dict[str, str] | None = None) -> 
     return sink
 
 
+def federation_name(consortium: Consortium) -> str:
+    """The name of this site's federation row for the consortium (what the app looks it up by)."""
+    return f"{consortium.name} ({consortium.contract.address})"
+
+
 def _federation_row(database: Database, consortium: Consortium) -> int:
     """This site's record of the consortium: one federation row, found again at every start."""
-    name = f"{consortium.name} ({consortium.contract.address})"
+    name = federation_name(consortium)
     with database.session() as session:
         existing = session.scalars(select(Federation.id).where(Federation.name == name)).first()
         if existing is not None:
@@ -220,7 +227,8 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
         member = consortium.member(site.account)
         assert member is not None
         channel = wiring.open_deployment_channel(settings, consortium, hid, rpc_url=plan.rpc_url,
-                                                 serve=_bind_address(member.store_url), closers=closers)
+                                                 serve=_bind_address(member.store_url), closers=closers,
+                                                 password=plan.keystore_password)
         recorder = SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
         aggregator = consortium.aggregator
         node = HospitalNode(

@@ -94,17 +94,19 @@ def build_simulation_channels(settings: Settings, hospital_ids: Sequence[str], *
     return SimulationLedger(_ledger_settings(settings, rpc_url or settings.rpc_url), hospital_ids)
 
 
-def _ledger_settings(settings: Settings, rpc_url: str | None) -> LedgerSettings:
+def _ledger_settings(settings: Settings, rpc_url: str | None, password: str | None = None) -> LedgerSettings:
     from ledger.session import LedgerSettings
 
     return LedgerSettings(home=settings.home, rpc_url=rpc_url, keystore_path=settings.keystore_dir,
-                          blob_path=settings.blob_dir)
+                          blob_path=settings.blob_dir, keystore_password=password)
 
 
 def open_deployment_channel(settings: Settings, consortium: Consortium, identity: str, *, rpc_url: str | None,
-                            serve: tuple[str, int], closers: list[Callable[[], None]]) -> RoundChannel:
-    """One site's channel on the consortium's chain, with its model store served at `serve`."""
+                            serve: tuple[str, int], closers: list[Callable[[], None]],
+                            password: str | None = None) -> RoundChannel:
+    """One site's channel on the consortium's chain, with its model store served at `serve`; its
+    account unlocked with `password` (None: MEDFED_KEYSTORE_PASSWORD)."""
     from ledger.federation import open_site_channel
 
-    return open_site_channel(_ledger_settings(settings, rpc_url or settings.rpc_url), consortium.contract.address,
-                             identity, serve, closers)
+    return open_site_channel(_ledger_settings(settings, rpc_url or settings.rpc_url, password),
+                             consortium.contract.address, identity, serve, closers)

@@ -422,6 +422,15 @@ def get_federation(db: Database, federation_id: int) -> FederationView:
         return _federation_view(_federation(session, federation_id))
 
 
+def find_federation(db: Database, name: str) -> FederationView | None:
+    """The federation recorded under `name` (a consortium this site follows), or None."""
+    with db.session(read_only=True) as session:
+        federation = session.scalars(
+            select(Federation).where(Federation.name == name).order_by(Federation.id)
+        ).first()
+        return _federation_view(federation) if federation is not None else None
+
+
 def list_rounds(db: Database, federation_id: int) -> list[RoundView]:
     """The rounds of a federation in order, each with per-model status, votes and scores."""
     with db.session(read_only=True) as session:
