@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.model import CHECKING, FEDERATION, NODE, TRAINING, AppModel
+from app.notifier import report_error
 from app.widgets import ACCEPTED, NEUTRAL, REJECTED, SERIES, percent, plot, short_hash
 from app.workers import Task
 from core.errors import describe_error
@@ -60,7 +61,7 @@ def _scores_text(scores: dict[str, float]) -> str:
         return ""
     total = scores.get("total") or 0
     accuracy = scores["correct"] / total if total else None
-    return (f"accuracy {percent(accuracy)} on {int(total)} cases · cosine {scores.get('cosine', 0.0):.2f}"
+    return (f"accuracy {percent(accuracy)} of {int(total)} · cosine {scores.get('cosine', 0.0):.2f}"
             f" · norm {scores.get('norm', 0.0):.2f}")
 
 
@@ -131,6 +132,11 @@ class ConsortiumPanel(QWidget):
         node_row.addWidget(self.start_node)
         node_row.addWidget(self.stop_node)
 
+        self.log = QPlainTextEdit(objectName="nodeLog", readOnly=True)
+        self.log.setMaximumBlockCount(2000)
+        log_box = QGroupBox("This node's events")
+        QVBoxLayout(log_box).addWidget(self.log)
+
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -138,16 +144,13 @@ class ConsortiumPanel(QWidget):
         left_layout.addWidget(data_box)
         left_layout.addLayout(node_row)
         left_layout.addWidget(self.node_status)
-        left_layout.addStretch(1)
+        left_layout.addWidget(log_box, 1)
 
         # -- the consortium's rounds as this site recorded them
         self.rounds = QTreeWidget(objectName="consortiumRoundsTree")
         self.rounds.setHeaderLabels(ROUND_COLUMNS)
-        self.rounds.setColumnWidth(0, 150)
-        self.rounds.setColumnWidth(1, 80)
-        self.rounds.setColumnWidth(2, 55)
-        self.rounds.setColumnWidth(3, 125)
-        self.rounds.setColumnWidth(4, 125)
+        for column, width in enumerate((205, 90, 55, 120, 150)):
+            self.rounds.setColumnWidth(column, width)
         self.rounds_caption = QLabel("No round recorded yet.", objectName="caption")
         self.rounds_caption.setWordWrap(True)
         rounds_box = QGroupBox("The consortium's rounds, followed from the chain")
@@ -156,19 +159,14 @@ class ConsortiumPanel(QWidget):
         rounds_layout.addWidget(self.rounds)
         self.accuracy_plot = plot("Global model on this hospital's test data", "accuracy", "round")
         self.accuracy_plot.setYRange(0, 1)
+        self.accuracy_plot.getAxis("bottom").setTickSpacing(1, 1)
         self.accuracy_curve = self.accuracy_plot.plot([], [], pen=SERIES[0], symbol="o", symbolBrush=SERIES[0],
                                                       name="global accuracy")
-        self.log = QPlainTextEdit(objectName="nodeLog", readOnly=True)
-        self.log.setMaximumBlockCount(2000)
-        log_box = QGroupBox("This node's events")
-        QVBoxLayout(log_box).addWidget(self.log)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(rounds_box)
         right.addWidget(self.accuracy_plot)
-        right.addWidget(log_box)
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
-        right.setStretchFactor(2, 1)
 
         splitter = QSplitter()
         splitter.addWidget(left)
@@ -306,12 +304,15 @@ class ConsortiumPanel(QWidget):
                                       "its hospitals: run `python main.py coordinator` here instead.", ok=False)
             return
         self._site = site
+        schema = consortium.input_schema
         others = ", ".join(m.hospital_id for m in consortium.members if m.hospital_id != site.hospital_id)
         _verdict(self.membership,
                  f"<b>Member:</b> this machine is hospital <b>{site.hospital_id}</b> of the consortium "
                  f"<b>{consortium.name}</b>, verified on chain {consortium.chain_id} (contract "
                  f"{short_hash(consortium.contract.address, 10)}, file signed by its admin). "
-                 f"Model: {consortium.model_spec().describe()}. Other members: {others or 'none yet'}.", ok=True)
+                 f"Model: {consortium.model.architecture} on {schema.kind.value} input "
+                 f"{'x'.join(map(str, schema.input_shape))}, classes {', '.join(schema.class_names) or schema.num_classes}. "
+                 f"Other members: {others or 'none yet'}.", ok=True)
         self._log(f"Verified: hospital {site.hospital_id} of '{consortium.name}' on chain {consortium.chain_id}.")
         self.refresh()
         if self.dataset.currentData() is not None:
@@ -458,7 +459,7 @@ class ConsortiumPanel(QWidget):
         task.cancelled.connect(self._node_stopped)
         task.done.connect(self._node_done)
         self._node = task
-        self.node_status.setText("Starting the node…")
+        _verdict(self.node_status, "Starting the node…", ok=None)
         self._log(f"Starting hospital {self._site.hospital_id}'s node on {request.source}.")
         self.model.start(task)
         self._timer.start()
@@ -479,14 +480,16 @@ class ConsortiumPanel(QWidget):
         text = f"[round {event.round_number}] {event.message}" if event.round_number else event.message
         self._log(text)
         self.node_status.setText(f"Running: {event.message}")
-        if event.stage in (Stage.COMMITMENT, Stage.VOTING, Stage.VERIFICATION, Stage.DONE, Stage.FAILED):
+        if event.stage is Stage.DONE and event.round_number is not None:
+            self.model.federations_changed.emit()  # a round is final: every page re-reads (this one too)
+        elif event.stage in (Stage.COMMITMENT, Stage.VOTING, Stage.VERIFICATION, Stage.FAILED):
             self.refresh()
 
     @Slot(object)
     def _node_failed(self, exc: BaseException) -> None:
-        self.node_status.setText(f"The node stopped: {describe_error(exc)}")
         _verdict(self.node_status, f"<b>The node stopped:</b> {describe_error(exc)}", ok=False)
         self._log(f"Stopped: {describe_error(exc)}")
+        report_error(self, "The node stopped", exc)
 
     @Slot()
     def _node_stopped(self) -> None:
@@ -550,6 +553,7 @@ class ConsortiumPanel(QWidget):
                               f"{percent(round_.accuracy)} · model {short_hash(round_.global_hash)}")
         elif round_.abort_reason:
             parent.setText(5, round_.abort_reason)
+        parent.setToolTip(5, parent.text(5))
         parent.setForeground(3, QBrush(ACCEPTED if round_.status == "finalized" else
                                        REJECTED if round_.status == "aborted" else NEUTRAL))
         failures = {f.hospital_id: f for f in round_.failures}
@@ -570,6 +574,7 @@ class ConsortiumPanel(QWidget):
                 "" if own_vote is None else ("accept" if own_vote.accept else "reject"),
                 _scores_text(own_vote.scores) if own_vote is not None else "",
             ])
+            child.setToolTip(5, child.text(5))
             if model is not None and model.status in ("accepted", "rejected"):
                 child.setForeground(3, QBrush(ACCEPTED if model.status == "accepted" else REJECTED))
             if own_vote is not None:

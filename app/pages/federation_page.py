@@ -533,7 +533,8 @@ class FederationPage(QWidget):
     @Slot()
     def refresh(self) -> None:
         current = self.selected_federation()
-        self._federations = list_federations(self.model.db)
+        # A consortium this hospital follows is shown on the Join tab, not as a simulated run.
+        self._federations = [f for f in list_federations(self.model.db) if "consortium" not in f.config]
         self.runs.blockSignals(True)
         self.runs.setRowCount(len(self._federations))
         for row, f in enumerate(self._federations):
