@@ -4,7 +4,10 @@ each with its own data directory, keystore and records (tests/deployment.py).
 Over three rounds: the label-flipping hospital, which votes dishonestly, is rejected and every
 honest hospital accepted; the coordinator killed while aggregating round 1 is restarted and
 finishes it; a hospital killed while training in round 2 is that round's recorded dropout, the
-round finalises without it, and once restarted it takes part in round 3.
+round finalises without it, and once restarted it takes part in round 3. The hospital killed is
+the attacker: with four registered hospitals, an honest dropout would leave the other honest
+ones two accepts short of the strict majority of all registered (the dishonest voter rejects
+them), so they could not be accepted in that round, by the rule's design.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(t
         federation.coordinator(rounds=3)
         federation.start("coordinator", exit_at="aggregation:1")
         for hid in federation.hospital_ids:
-            federation.start(hid, exit_at="training:2" if hid == "hospital-2" else None,
+            federation.start(hid, exit_at="training:2" if hid == "hospital-4" else None,
                              extra=["--until-round", "3"])
         chain = observer(federation)
 
@@ -49,9 +52,9 @@ def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(t
         federation.start("coordinator", extra=["--linger", "30"])
         _wait_final(chain, 1, 180, federation)
 
-        assert federation.wait("hospital-2", 300) == KILLED_EXIT
-        _wait_final(chain, 2, 240, federation)  # without hospital-2, once its commit deadline passed
-        federation.start("hospital-2", extra=["--until-round", "3"])
+        assert federation.wait("hospital-4", 300) == KILLED_EXIT
+        _wait_final(chain, 2, 240, federation)  # without hospital-4, once its commit deadline passed
+        federation.start("hospital-4", extra=["--until-round", "3"])
         _wait_final(chain, 3, 300, federation)
         for hid in federation.hospital_ids:
             assert federation.wait(hid, 120) == 0, federation.tail(hid)
@@ -59,13 +62,13 @@ def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(t
 
         events, _ = chain.events(0)
         closed = {e.round_number: e for e in events if isinstance(e, CommitsClosed)}
-        assert closed[2].dropouts == ("hospital-2",) and "hospital-2" not in closed[2].candidates
-        assert "hospital-2" in closed[3].candidates
+        assert closed[2].dropouts == ("hospital-4",) and "hospital-4" not in closed[2].candidates
+        assert "hospital-4" in closed[3].candidates  # back after its restart
+        honest = {"hospital-1", "hospital-2", "hospital-3"}
         for number in (1, 2, 3):
             view = chain.round(number)
             assert view is not None and view.phase is Phase.FINAL
-            assert "hospital-4" in view.candidates and "hospital-4" not in view.accepted
-            assert set(view.accepted) == set(view.candidates) - {"hospital-4"}
-            assert set(view.contributors) == set(view.accepted)
+            assert set(view.candidates) >= honest and set(view.accepted) == honest
+            assert set(view.contributors) == honest
     finally:
         federation.stop_all()
