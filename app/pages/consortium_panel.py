@@ -149,7 +149,7 @@ class ConsortiumPanel(QWidget):
         # -- the consortium's rounds as this site recorded them
         self.rounds = QTreeWidget(objectName="consortiumRoundsTree")
         self.rounds.setHeaderLabels(ROUND_COLUMNS)
-        for column, width in enumerate((205, 90, 55, 120, 150)):
+        for column, width in enumerate((205, 90, 55, 115, 145)):
             self.rounds.setColumnWidth(column, width)
         self.rounds_caption = QLabel("No round recorded yet.", objectName="caption")
         self.rounds_caption.setWordWrap(True)
@@ -310,7 +310,7 @@ class ConsortiumPanel(QWidget):
                  f"<b>Member:</b> this machine is hospital <b>{site.hospital_id}</b> of the consortium "
                  f"<b>{consortium.name}</b>, verified on chain {consortium.chain_id} (contract "
                  f"{short_hash(consortium.contract.address, 10)}, file signed by its admin). "
-                 f"Model: {consortium.model.architecture} on {schema.kind.value} input "
+                 f"Model: {consortium.model.architecture} on a {schema.kind.value} input of shape "
                  f"{'x'.join(map(str, schema.input_shape))}, classes {', '.join(schema.class_names) or schema.num_classes}. "
                  f"Other members: {others or 'none yet'}.", ok=True)
         self._log(f"Verified: hospital {site.hospital_id} of '{consortium.name}' on chain {consortium.chain_id}.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,11 @@ def _open(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, button: object, path: P
     """Clicks a button that asks for a file, and picks `path` in the dialog."""
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     click(qtbot, button)  # type: ignore[arg-type]
+
+
+def _serving(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _round(join: ConsortiumPanel, number: int) -> QTreeWidgetItem | None:
@@ -98,13 +104,23 @@ def test_a_hospital_joins_a_consortium_and_follows_its_round(
         assert "changed after the admin signed it" in join.membership.text()
 
         # The admin registers the address the page showed, and sends the re-signed file.
+        store_port = free_port()
         add_hospital(federation.consortium, settings=load_settings(home=federation.home("admin")),
                      rpc_url=federation.rpc_url, address=address, hospital_id="hospital-3",
-                     store_url=f"http://127.0.0.1:{free_port()}", password=lambda: PASSWORD)
+                     store_url=f"http://127.0.0.1:{store_port}", password=lambda: PASSWORD)
         _open(qtbot, monkeypatch, join.open_file, federation.consortium)
         qtbot.waitUntil(lambda: "Member:" in join.membership.text(), timeout=CHAIN)
         assert "hospital <b>hospital-3</b>" in join.membership.text()
         assert "hospital-1, hospital-2" in join.membership.text()
+
+        # A ledger node that cannot be reached is said to be so.
+        type_into(qtbot, join.rpc_url, f"http://127.0.0.1:{free_port()}")
+        click(qtbot, join.recheck)
+        qtbot.waitUntil(lambda: "Not joined" in join.membership.text(), timeout=CHAIN)
+        assert "cannot be reached" in join.membership.text() and not join.start_node.isEnabled()
+        type_into(qtbot, join.rpc_url, federation.rpc_url)
+        click(qtbot, join.recheck)
+        qtbot.waitUntil(lambda: "Member:" in join.membership.text(), timeout=CHAIN)
 
         # A dataset of another kind is refused; this hospital's own records fit.
         _open(qtbot, monkeypatch, join.pick_dataset, ROOT / "resources" / "samples" / "lesions_medmnist.npz")
@@ -158,5 +174,14 @@ def test_a_hospital_joins_a_consortium_and_follows_its_round(
         assert _round(join, 1).text(3) == "finalized"  # type: ignore[union-attr]  # the record stays
         for hid in federation.hospital_ids:
             assert federation.wait(hid, 120) == 0, federation.tail(hid)
+
+        # Closing the app with the node running stops it cleanly (no thread left, see conftest).
+        click(qtbot, join.start_node)
+        qtbot.waitUntil(lambda: "following the consortium's rounds" in join.log.toPlainText().split("Node stopped")[-1],
+                        timeout=LONG)
+        assert _serving(store_port)
+        window.close()
+        qtbot.waitUntil(lambda: not window.model.is_busy(), timeout=5_000)
+        assert not _serving(store_port)  # the node's model store was closed with it
     finally:
         federation.stop_all()
