@@ -106,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = ledger_sub.add_parser("audit", help="replay every event and check blobs, decisions and SQLite")
     _add_home(audit)
     audit.add_argument("--rpc", help="audit this JSON-RPC node instead of the embedded chain")
+    audit.add_argument("--consortium", type=Path, help="a deployment site's consortium.json: audit its contract")
     audit.add_argument("--json", type=Path, help="write the audit report here")
     show = ledger_sub.add_parser("show", help="list rounds, models, votes and decisions")
     _add_home(show)
     show.add_argument("--rpc", help="read this JSON-RPC node instead of the embedded chain")
+    show.add_argument("--consortium", type=Path, help="a deployment site's consortium.json: show its contract")
 
     account = sub.add_parser("account", help="this machine's own ledger account")
     account_sub = account.add_subparsers(dest="account_command", required=True)
@@ -295,12 +297,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.ledger_command == "audit":
-        report = ledger_audit.audit(settings, rpc_url=args.rpc)
+        report = ledger_audit.audit(settings, rpc_url=args.rpc, consortium=args.consortium)
         print(ledger_audit.format_audit(report))
         if args.json:
             _write_json(args.json, ledger_audit.audit_as_dict(report))
         return EXIT_OK if report.ok else EXIT_AUDIT
-    print(ledger_audit.format_show(ledger_audit.show(settings, rpc_url=args.rpc)))
+    print(ledger_audit.format_show(ledger_audit.show(settings, rpc_url=args.rpc, consortium=args.consortium)))
     return EXIT_OK
 
 

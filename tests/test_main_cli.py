@@ -160,9 +160,10 @@ def test_simulate_records_on_the_embedded_chain_by_default_and_audit_agrees(tmp_
     show = run("ledger", "show", home=tmp_path, timeout=120)
     assert "model hospital-3" in show.stdout and "rejected" in show.stdout
 
-    # One changed byte in any stored model (the initial one and each round's) and the audit names it.
+    # One changed byte in any stored model (the initial one, each round's global model and each
+    # committed candidate of the shared store) and the audit names it.
     blobs = sorted((tmp_path / "blobs").iterdir())
-    assert len(blobs) == 3
+    assert len(blobs) == 1 + 2 + 2 * 3
     for blob in blobs:
         original = blob.read_bytes()
         blob.write_bytes(original[:-1] + bytes([original[-1] ^ 0x01]))

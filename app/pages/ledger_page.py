@@ -55,7 +55,6 @@ class LedgerPage(QWidget):
         self._stale = True
         self._events: list[Any] = []
         self._names: dict[str, str] = {}  # account address -> hospital id
-        self._rounds: dict[int, int] = {}  # ledger round id -> round number
 
         self.source = QLabel(objectName="ledgerSource")
         self.source.setWordWrap(True)
@@ -183,10 +182,11 @@ class LedgerPage(QWidget):
     @Slot(object)
     def _loaded(self, snapshot: _Snapshot) -> None:
         self._events = snapshot.events
-        self._names = {str(e.args.get("account", "")).lower(): str(e.args.get("hospitalId"))
+        # The blocks' senders are accounts; the events name the hospitals behind them.
+        self._names = {str(e.args.get("account", "")).lower(): e.who
                        for e in snapshot.events if e.name == "AuthorityAdded"}
-        self._rounds = {int(e.args["roundId"]): int(e.args["roundNumber"])
-                        for e in snapshot.events if e.name == "RoundOpened"}
+        self._names.update({str(e.args["coordinator"]).lower(): "coordinator"
+                            for e in snapshot.events if e.name == "CoordinatorChanged"})
         names = sorted({e.name for e in snapshot.events})
         current = self.event_filter.currentText()
         self.event_filter.blockSignals(True)
@@ -211,28 +211,21 @@ class LedgerPage(QWidget):
         text = str(address)
         return self._names.get(text.lower(), text[:10] + "…" if len(text) > 12 else text)
 
-    def _describe(self, event: Any) -> tuple[str, str, str]:
-        """Round, who, and the remaining arguments of an event, in words."""
-        from core.services.explorer import event_details  # loaded with the events already
-
-        args = event_details(event)
-        round_number = args.pop("roundNumber", None)
-        if round_number is None and "roundId" in args:
-            round_number = self._rounds.get(int(args["roundId"]), "")
-        if "validator" in args:
-            who = f"{self._who(args.pop('validator'))} votes on {self._who(args.pop('candidate', ''))}"
-        else:
-            who = next((self._who(args.pop(key)) for key in ("hospital", "candidate", "account") if key in args), "")
+    @staticmethod
+    def _describe(event: Any) -> str:
+        """An event's arguments in words: hospital names listed, long hashes shortened."""
         parts = []
-        for key, value in args.items():
-            if isinstance(value, (bytes, bytearray)):
-                value = value.hex()
-            if isinstance(value, str) and len(value) >= 40:
-                value = value[:12] + "…"
+        for key, value in event.details.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
             elif isinstance(value, list):
-                value = f"{len(value)} item(s)"
+                value = ", ".join(str(v) for v in value) if all(isinstance(v, str) and len(v) < 40 for v in value) \
+                    else f"{len(value)} item(s)"
+                value = value or "none"
+            elif isinstance(value, str) and len(value) >= 40:
+                value = value[:12] + "…"
             parts.append(f"{key}={value}")
-        return str(round_number), who, ", ".join(parts)
+        return "; ".join(parts)
 
     @Slot()
     def _show_events(self) -> None:
@@ -240,11 +233,10 @@ class LedgerPage(QWidget):
         events = [e for e in self._events if wanted in (ALL_EVENTS, "") or e.name == wanted]
         self.events_table.setRowCount(len(events))
         for row, event in enumerate(events):
-            round_number, who, details = self._describe(event)
-            color = None
-            if event.name == "Decided":
-                color = ACCEPTED if event.args.get("accepted") else REJECTED
-            values = [event.block_number, event.name, round_number, who, details, event.tx_hash[:14] + "…"]
+            color = {"RoundFinalized": ACCEPTED, "RoundAborted": REJECTED}.get(event.name)
+            round_number = "" if event.round_number is None else event.round_number
+            values = [event.block_number, event.name, round_number, event.who, self._describe(event),
+                      event.tx_hash[:14] + "…"]
             for column, value in enumerate(values):
                 self.events_table.setItem(row, column, item(value, color=color if column == 1 else None,
                                                             tooltip=event.tx_hash if column == 5 else None))

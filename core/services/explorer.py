@@ -16,15 +16,14 @@ from core.errors import ConfigError
 from core.services import ledger_audit
 from core.settings import Settings
 from ledger.accounts import Keystore
-from ledger.client import LedgerEvent, readable_args
 from ledger.errors import KeystoreError
-from ledger.explorer import BlockView, TransactionView
+from ledger.explorer import BlockView, EventView, TransactionView
 
 __all__ = [
     "AccountView",
     "AuditResult",
     "BlockView",
-    "LedgerEvent",
+    "EventView",
     "TransactionView",
     "account_label",
     "audit",
@@ -59,14 +58,15 @@ def blocks(settings: Settings, limit: int = 50) -> list[BlockView]:
     return ledger_audit.recent_blocks(settings, limit=limit)
 
 
-def events(settings: Settings, limit: int = 500, name: str | None = None) -> list[LedgerEvent]:
-    """The most recent decoded contract events, newest first, optionally of one kind."""
+def events(settings: Settings, limit: int = 500, name: str | None = None) -> list[EventView]:
+    """The most recent contract events, newest first, in words (accounts as hospital ids, accept
+    bitmaps as the candidates they accept and reject), optionally of one kind."""
     return ledger_audit.recent_events(settings, limit=limit, name=name)
 
 
-def event_details(event: LedgerEvent) -> dict[str, Any]:
-    """An event's arguments as the Ledger page shows them (scores as decimals, not scaled)."""
-    return readable_args(event)
+def event_details(event: EventView) -> dict[str, Any]:
+    """An event's arguments other than its round and actor, as the Ledger page shows them."""
+    return dict(event.details)
 
 
 def verify_model_hash(settings: Settings, model_hash: str) -> bool:

@@ -21,9 +21,9 @@ from core.attacks.registry import create_attack
 from core.data.dataset import Dataset
 from core.data.loading import dataset_summary, load_dataset
 from core.data.partition import SCHEMES, FederatedSplit, partition
-from core.errors import Cancelled, ConfigError, CoreError
+from core.errors import Cancelled, ConfigError, CoreError, describe_error
 from core.federation.aggregators import AGGREGATORS
-from core.federation.channel import COORDINATOR, RoundChannel, RoundTiming
+from core.federation.channel import COORDINATOR, Phase, RoundChannel, RoundTiming
 from core.federation.hospital import HospitalData, LocalHospital
 from core.federation.interfaces import Aggregator, Verifier
 from core.federation.policy import VerificationPolicy
@@ -35,7 +35,7 @@ from core.federation.types import HospitalInfo, RoundOutcome, Scores
 from core.models.architecture import ModelSpec, spec_for
 from core.models.evaluation import ModelEvaluator
 from core.models.training import TrainingConfig, initial_weights, train_model
-from core.models.weights import Weights, subtract
+from core.models.weights import Weights, check_compatible, from_bytes, subtract
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services import wiring
 from core.services.recovery import mark_interrupted_runs, process_marker
@@ -123,6 +123,7 @@ class Federation:
     coordinator: Coordinator
     nodes: list[HospitalNode]
     archive: RoundArchive
+    starting_weights: Weights  # what the run's first round starts from
     verifier: Verifier
     sqlite: SqliteRecorder
     evaluator: ModelEvaluator
@@ -203,45 +204,76 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             settings, [h.info.hospital_id for h in hospitals], ledger=config.ledger, rpc_url=config.rpc_url
         )
         closers.append(channels.close)
-    except BaseException:
-        verifier.close()
-        database.close()
+        evaluator = ModelEvaluator(spec)
+        test = split.test
+        backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
+
+        def evaluate(weights: Weights) -> dict[str, float]:
+            metrics = {"accuracy": evaluator.accuracy(weights, test)}
+            if backdoor_test is not None and backdoor_test.num_samples:
+                metrics["backdoor_success"] = evaluator.accuracy(weights, backdoor_test)
+            return metrics
+
+        # Honest nodes are stepped first, so an attack plugin that asks for the round's other
+        # updates (the omniscient adversary of robustness research) sees them before it commits.
+        ordered = sorted(hospitals, key=lambda h: h.attack is not None)
+        nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress)
+                 for h in ordered]
+        coordinator_channel = channels.channel(COORDINATOR)
+        start = initial_weights(spec, config.seed)
+        done, starting = _continuation(coordinator_channel, start)
+        # The home's ledger is the federation's record: a later run continues its rounds (and first
+        # finishes one a killed run left open) with `config.rounds` more.
+        schedule = Schedule(rounds=done + config.rounds, policy_digest=policy.digest(), timing=SIMULATION_TIMING,
+                            verified=verifier.verifies)
+        coordinator = Coordinator(coordinator_channel, aggregator, schedule, start, progress=progress)
+        by_id = {n.hospital_id: n for n in nodes}
+
+        def scores_of(attempt: int, validator_id: str) -> dict[str, Scores] | None:
+            node = by_id.get(validator_id)
+            ballot = node.ballot(attempt) if node is not None else None
+            return ballot.scores if ballot is not None else None
+
+        def failure_of(attempt: int, hospital_id: str) -> str | None:
+            node = by_id.get(hospital_id)
+            return node.failure(attempt) if node is not None else None
+
+        archive = RoundArchive(channels.channel(OBSERVER), sqlite, policy, evaluate=evaluate, scores=scores_of,
+                               failures=failure_of, hospitals={h.info.hospital_id: h.info for h in hospitals},
+                               progress=progress, from_round=done + 1)
+        return Federation(config, dataset, split, spec, training, hospitals, channels.channel(OBSERVER), coordinator,
+                          nodes, archive, starting, verifier, sqlite, evaluator, attack, closers)
+    except BaseException as exc:
+        # Nothing ran: the run is on record as failed with its reason, and nothing stays open.
+        try:
+            sqlite.finish(FederationStatus.FAILED, message=describe_error(exc))
+        finally:
+            for close in closers:
+                close()
+            verifier.close()
+            database.close()
         raise
-    evaluator = ModelEvaluator(spec)
-    test = split.test
-    backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
 
-    def evaluate(weights: Weights) -> dict[str, float]:
-        metrics = {"accuracy": evaluator.accuracy(weights, test)}
-        if backdoor_test is not None and backdoor_test.num_samples:
-            metrics["backdoor_success"] = evaluator.accuracy(weights, backdoor_test)
-        return metrics
 
-    # Honest nodes are stepped first, so an attack plugin that asks for the round's other
-    # updates (the omniscient adversary of robustness research) sees them before it commits.
-    ordered = sorted(hospitals, key=lambda h: h.attack is not None)
-    nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress)
-             for h in ordered]
-    schedule = Schedule(rounds=config.rounds, policy_digest=policy.digest(), timing=SIMULATION_TIMING,
-                        verified=verifier.verifies)
-    coordinator = Coordinator(channels.channel(COORDINATOR), aggregator, schedule,
-                              initial_weights(spec, config.seed), progress=progress)
-    by_id = {n.hospital_id: n for n in nodes}
-
-    def scores_of(attempt: int, validator_id: str) -> dict[str, Scores] | None:
-        node = by_id.get(validator_id)
-        ballot = node.ballot(attempt) if node is not None else None
-        return ballot.scores if ballot is not None else None
-
-    def failure_of(attempt: int, hospital_id: str) -> str | None:
-        node = by_id.get(hospital_id)
-        return node.failure(attempt) if node is not None else None
-
-    archive = RoundArchive(channels.channel(OBSERVER), sqlite, policy, evaluate=evaluate, scores=scores_of,
-                           failures=failure_of, hospitals={h.info.hospital_id: h.info for h in hospitals},
-                           progress=progress)
-    return Federation(config, dataset, split, spec, training, hospitals, channels.channel(OBSERVER), coordinator,
-                      nodes, archive, verifier, sqlite, evaluator, attack, closers)
+def _continuation(channel: RoundChannel, start: Weights) -> tuple[int, Weights]:
+    """The rounds this home's ledger already finalised and the model the next one starts from,
+    refusing a ledger whose federation trains another model than this run's."""
+    view = channel.current_round()
+    if view is None:
+        return 0, start
+    done = view.round_number if view.phase is Phase.FINAL else view.round_number - 1
+    if done == 0:
+        return 0, start
+    last = channel.round(done)
+    assert last is not None
+    try:
+        weights = from_bytes(channel.get_blob(last.global_hash, COORDINATOR))
+        check_compatible(weights, start)
+    except CoreError as exc:
+        raise ConfigError(
+            "This data directory's ledger holds a federation of another model; run this one in "
+            "another --home (or with --no-ledger).", detail=describe_error(exc)) from exc
+    return done, weights
 
 
 def round_report(outcome: RoundOutcome, malicious: set[str]) -> dict[str, Any]:
@@ -311,7 +343,7 @@ def run_simulation(
         reported = len(federation.archive.outcomes)
 
     try:
-        report["initial_accuracy"] = federation.evaluator.accuracy(federation.coordinator.initial,
+        report["initial_accuracy"] = federation.evaluator.accuracy(federation.starting_weights,
                                                                     federation.split.test)
         run_in_turn(federation.channel, federation.coordinator, federation.nodes, federation.archive, cancel,
                     on_pass=report_new_rounds)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.errors import BlobMismatch, BlobNotFound
@@ -14,7 +15,11 @@ from core.models.weights import from_bytes, to_bytes, weights_hash
 from core.state.blobs import BlobStore, sha256_hex
 from ledger.blobs import BlobServer, fetch_blob
 from ledger.errors import LedgerError
-from tests.ledger.rounds import initial_weights
+
+
+def initial_weights() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
 
 
 @pytest.fixture

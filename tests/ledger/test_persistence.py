@@ -2,68 +2,57 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from core.models.weights import from_bytes
-from ledger.client import RoundState
+from core.services.ledger_audit import audit_ledger
+from core.settings import load_settings
 from ledger.errors import LedgerError
 from ledger.history import replay
-from ledger.recorder import Web3Recorder
 from ledger.session import LedgerSettings, open_ledger
 from tests.ledger.conftest import FAST_SCRYPT
-from tests.ledger.rounds import honest_except, hospitals, initial_weights, plan_round, record
-
-MEMBERS = hospitals(3)
+from tests.ledger.federations import run_rounds, small_config
 
 
 def _settings(home: Path) -> LedgerSettings:
     return LedgerSettings(home=home, keystore_password="pw", scrypt_n=FAST_SCRYPT)
 
 
-def test_rounds_survive_reopening_the_data_directory(tmp_path: Path) -> None:
-    recorder = Web3Recorder.open(_settings(tmp_path))
-    recorder.register_hospitals(MEMBERS)
-    first = plan_round(1, initial_weights(), MEMBERS, honest_except("hospital-2"))
-    record(recorder, first)
-    w3 = recorder.client.w3
-    before = {
-        "head": w3.eth.block_number,
-        "head_hash": w3.eth.get_block("latest")["hash"],
-        "balance": w3.eth.get_balance(recorder.address_of("hospital-0")),
-        "address": recorder.client.address,
-        "events": [(e.name, e.block_number, e.args) for e in recorder.client.events()],
-    }
-    recorder.close()
-
-    reopened = Web3Recorder.open(_settings(tmp_path))
-    w3 = reopened.client.w3
-    assert w3.eth.block_number == before["head"]
-    assert w3.eth.get_block("latest")["hash"] == before["head_hash"]
-    assert w3.eth.get_balance(reopened.address_of("hospital-0")) == before["balance"]
-    assert reopened.client.address == before["address"]
-    assert [(e.name, e.block_number, e.args) for e in reopened.client.events()] == before["events"]
-    assert reopened.client.round(1).state == RoundState.FINALIZED
-    assert reopened.client.round(1).global_hash == first.outcome.global_hash
-    # ... and the chain continues from there, with the same accounts.
-    second = plan_round(2, first.outcome.global_weights, MEMBERS, honest_except())
-    record(reopened, second)
-    assert [r.number for r in replay(reopened.client).finalized()] == [1, 2]
-    reopened.close()
+def _snapshot(home: Path) -> dict[str, object]:
+    session = open_ledger(_settings(home), read_only=True)
+    try:
+        w3, client = session.w3, session.client
+        return {"head": w3.eth.block_number, "head_hash": w3.eth.get_block("latest")["hash"],
+                "address": client.address,
+                "events": [(e.name, e.block_number, e.args) for e in client.events()]}
+    finally:
+        session.close()
 
 
-def test_read_only_session_sees_history_and_needs_no_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recorder = Web3Recorder.open(_settings(tmp_path))
-    recorder.register_hospitals(MEMBERS)
-    record(recorder, plan_round(1, initial_weights(), MEMBERS, honest_except()))
-    recorder.close()
-    monkeypatch.delenv("MEDFED_KEYSTORE_PASSWORD", raising=False)
-    session = open_ledger(LedgerSettings(home=tmp_path), read_only=True)
-    assert [r.state for r in replay(session.client).rounds] == ["finalized"]
-    session.close()
+def test_rounds_survive_the_process_and_a_later_run_continues_from_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDFED_KEYSTORE_PASSWORD", raising=False)  # read-only needs no password
+    settings = load_settings(home=tmp_path)
+    first = run_rounds(settings, small_config(rounds=1))
+    before = _snapshot(tmp_path)
+    assert _snapshot(tmp_path) == before  # reopened: the same blocks, contract and logs
+
+    # A later run in the same home continues the chain with round 2, from round 1's global model.
+    run_rounds(settings, small_config(rounds=2))
+    session = open_ledger(_settings(tmp_path), read_only=True)
+    try:
+        history = replay(session.client)
+        assert session.client.address == before["address"]
+        assert session.w3.eth.get_block(int(before["head"]))["hash"] == before["head_hash"]  # type: ignore[call-overload]
+    finally:
+        session.close()
+    assert history.problems == []
+    assert [(r.number, r.previous_hash) for r in history.finalized()][1] == (2, first.report[0]["global_hash"])
+    result = audit_ledger(settings)  # both runs' records agree with the chain
+    assert result.ok, result.discrepancies
+    assert result.rounds_compared == 3
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_chain(tmp_path: Path) -> None:
@@ -82,52 +71,53 @@ def test_read_only_without_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
         open_ledger(_settings(tmp_path), read_only=True)
 
 
-_WRITER = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {root!r})
-from ledger.recorder import Web3Recorder
-from ledger.session import LedgerSettings
-from tests.ledger.rounds import honest_except, hospitals, initial_weights, plan_round, record
-recorder = Web3Recorder.open(LedgerSettings(home=Path({home!r}), keystore_password="pw", scrypt_n=1024))
-members = hospitals(4)
-recorder.register_hospitals(members)
-weights = initial_weights()
-print("ready", flush=True)
-for number in range(1, 1000):
-    planned = plan_round(number, weights, members, honest_except("hospital-3"))
-    record(recorder, planned)
-    weights = planned.outcome.global_weights
-"""
-
-
 @pytest.mark.slow
-def test_a_killed_writer_leaves_a_consistent_chain(tmp_path: Path) -> None:
-    """SIGKILL in the middle of recording: the chain reopens at a whole block and carries on."""
+def test_a_killed_simulation_leaves_a_chain_the_next_run_carries_on(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a run: the chain reopens at a whole block, the next run finishes
+    the round the kill left open, and the home passes the audit."""
     import signal
     import subprocess
     import sys
     import time
 
-    root = str(Path(__file__).resolve().parents[2])
-    script = _WRITER.format(root=root, home=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=root)
-    assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
-    time.sleep(2.5)  # a few rounds in, mid-transaction at some point
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "MEDFED_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MEDFED_KEYSTORE_PASSWORD", None)
+    process = subprocess.Popen([sys.executable, "main.py", "simulate", "--hospitals", "3", "--rounds", "50",
+                                "--epochs", "1"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deployments = tmp_path / "ledger" / "deployments"
+    deadline = time.monotonic() + 120
+    while not _rounds_on_chain(tmp_path, deployments) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)  # somewhere inside a round
     process.send_signal(signal.SIGKILL)
     process.wait()
 
-    recorder = Web3Recorder.open(_settings(tmp_path))
-    history = replay(recorder.client)
+    session = open_ledger(_settings(tmp_path), read_only=True)
+    try:
+        history = replay(session.client)
+    finally:
+        session.close()
     assert history.problems == []
-    assert len(history.finalized()) >= 1
-    members = hospitals(4)
-    recorder.register_hospitals(members)
-    last = history.finalized()[-1]
-    weights = from_bytes(recorder.blobs.get(last.global_hash))
-    # The same round again, as a restarted engine would run it: a round the kill left open with the
-    # same start is resumed (only what is missing is sent), any other is superseded.
-    record(recorder, plan_round(last.number + 1, weights, members, honest_except("hospital-3")))
-    after = replay(recorder.client)
-    assert after.problems == [] and after.finalized()[-1].number == last.number + 1
-    recorder.close()
+    done = len(history.finalized())
+    assert history.rounds, "the run was killed before its first round opened"
+    resumed = subprocess.run([sys.executable, "main.py", "simulate", "--hospitals", "3", "--rounds", str(done + 1),
+                              "--epochs", "1"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    audit = subprocess.run([sys.executable, "main.py", "ledger", "audit"], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def _rounds_on_chain(home: Path, deployments: Path) -> bool:
+    if not deployments.exists():
+        return False
+    try:
+        session = open_ledger(_settings(home), read_only=True)
+    except LedgerError:
+        return False
+    try:
+        return session.client.round_count() > 0
+    finally:
+        session.close()

@@ -86,8 +86,10 @@ class RoundArchive:
         hospitals: dict[str, HospitalInfo] | None = None,
         state: RoleState | None = None,
         progress: ProgressSink = ignore_progress,
+        from_round: int = 1,
     ) -> None:
         self.channel = channel
+        self.from_round = from_round  # earlier rounds belong to an earlier run's record
         self.recorder = recorder
         self.policy = policy
         self.evaluate = evaluate
@@ -132,6 +134,8 @@ class RoundArchive:
                 self.hospitals.get(m.hospital_id, HospitalInfo(m.hospital_id, m.hospital_id, account=m.account))
                 for m in event.members
             ])
+            return
+        if event.round_number < self.from_round:
             return
         if isinstance(event, RoundOpened):
             self._opened(event)

@@ -61,3 +61,26 @@ def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
 def test_bad_configurations_are_refused_before_any_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SimulationConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_later_run_in_the_same_home_continues_the_ledgers_rounds(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    first = run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1), settings)
+    second = run_simulation(SimulationConfig(hospitals=3, rounds=2, local_epochs=1), settings)
+    assert [r["round"] for r in first["rounds"]] == [1]
+    assert [r["round"] for r in second["rounds"]] == [2, 3]  # two more rounds, as asked
+    assert second["rounds"][0]["previous_hash"] == first["rounds"][0]["global_hash"]
+    assert second["initial_accuracy"] == pytest.approx(first["final_accuracy"])
+
+
+def test_a_home_whose_ledger_trains_another_model_is_refused_clearly(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1), settings)
+    with pytest.raises(ConfigError, match="another model"):
+        run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1, dataset="synthetic_images"), settings)
+    db = open_database(settings.db_path)
+    statuses = sorted((f.status, "another model" in (f.message or "")) for f in list_federations(db))
+    db.close()
+    assert statuses == [("completed", False), ("failed", True)]
+    again = run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1), settings)  # nothing left held
+    assert [r["round"] for r in again["rounds"]] == [2]
