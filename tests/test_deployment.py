@@ -12,13 +12,16 @@ them), so they could not be accepted in that round, by the rule's design.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from core.federation.channel import CommitsClosed, Phase
-from tests.deployment import LoopbackFederation, observer
+from tests.deployment import ROOT, LoopbackFederation, observer
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
@@ -70,5 +73,12 @@ def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(t
             assert view is not None and view.phase is Phase.FINAL
             assert set(view.candidates) >= honest and set(view.accepted) == honest
             assert set(view.contributors) == honest
+        for name in ["coordinator", *federation.hospital_ids]:  # every site's record agrees with the chain
+            audit = subprocess.run(
+                [sys.executable, "main.py", "ledger", "audit", "--home", str(federation.home(name)),
+                 "--consortium", str(federation.consortium), "--rpc", federation.rpc_url],
+                cwd=ROOT, capture_output=True, text=True, timeout=300,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            assert audit.returncode == 0, f"{name}: {audit.stdout}{audit.stderr}"
     finally:
         federation.stop_all()

@@ -187,9 +187,7 @@ class HospitalNode:
         except Exception as exc:  # this hospital's failure: a dropout of the round, not a crash
             self._gave_up("failed", view, exc, Stage.TRAINING)
             return
-        self._own[view.attempt] = candidate
-        self.progress(Progress(Stage.COMMITMENT, f"{hid} committed {candidate.model_hash[:12]}",
-                               round_number=n, hospital_id=hid))
+        self._own[view.attempt] = candidate  # the archive reports the commitment once the chain has it
 
     def _peer_candidates(self, view: RoundView, global_weights: Weights) -> list[Candidate]:
         """The updates committed so far by others, for an attack plugin that asks for them."""
