@@ -250,9 +250,9 @@ def _audits(federation: LoopbackFederation, checkout: Path) -> dict[str, dict[st
     for hid in federation.hospital_ids:
         report = federation.work / "audits" / f"{hid}.json"
         report.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([*main, "--home", str(federation.home(hid)), "--consortium",
-                               str(federation.consortium), "--rpc", federation.rpc_url, "--json", str(report)],
-                              env=env, cwd=checkout, capture_output=True, text=True, timeout=300)
+        command = [*main, "--home", str(federation.home(hid)), "--consortium", str(federation.consortium),
+                   "--rpc", federation.rpc_url, "--json", str(report)]
+        done = subprocess.run(command, env=env, cwd=checkout, capture_output=True, text=True, timeout=300)
         # An attacker's own home fails its audit: its ballots do not follow the policy.
         entry: dict[str, Any] = {"ok": done.returncode == 0, "exit_code": done.returncode,
                                  "malicious": hid in federation.attackers}
