@@ -64,6 +64,7 @@ class LoopbackFederation:
     malicious: int = 1
     timing: RoundTiming = field(default_factory=lambda: RoundTiming(30, 30, 60))
     epochs: int = 3
+    block_time: float = 1.0  # anvil's interval mining, in seconds (bench/deployment.py varies it)
     anvil: AnvilNode | None = None
     consortium: Path | None = None
     sites: dict[str, SiteProcess] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class LoopbackFederation:
     def provision(self) -> None:
         """The admin's consortium, each site's own account, each hospital's own records."""
         os.environ["MEDFED_KEYSTORE_PASSWORD"] = PASSWORD
-        self.anvil = AnvilNode(ensure_anvil(), block_time=1).start()
+        self.anvil = AnvilNode(ensure_anvil(), block_time=self.block_time).start()
         addresses = {}
         for name in ["coordinator", *self.hospital_ids]:
             addresses[name] = create_account(load_settings(home=self.home(name)), lambda: PASSWORD).address
