@@ -4,7 +4,9 @@ each with its own data directory, keystore and records (tests/deployment.py).
 Over three rounds: the label-flipping hospital, which votes dishonestly, is rejected and every
 honest hospital accepted; the coordinator killed while aggregating round 1 is restarted and
 finishes it; a hospital killed while training in round 2 is that round's recorded dropout, the
-round finalises without it, and once restarted it takes part in round 3. The hospital killed is
+round finalises without it, and once restarted it takes part in round 3; `ledger audit` passes in
+the coordinator's and every honest hospital's home, and fails in the attacker's, whose own
+ballots contradict the policy on its own scores. The hospital killed is
 the attacker: with four registered hospitals, an honest dropout would leave the other honest
 ones two accepts short of the strict majority of all registered (the dishonest voter rejects
 them), so they could not be accepted in that round, by the rule's design.
@@ -73,12 +75,17 @@ def test_a_federation_of_processes_survives_a_dead_node_and_a_dead_coordinator(t
             assert view is not None and view.phase is Phase.FINAL
             assert set(view.candidates) >= honest and set(view.accepted) == honest
             assert set(view.contributors) == honest
-        for name in ["coordinator", *federation.hospital_ids]:  # every site's record agrees with the chain
+        for name in ["coordinator", *federation.hospital_ids]:
             audit = subprocess.run(
                 [sys.executable, "main.py", "ledger", "audit", "--home", str(federation.home(name)),
                  "--consortium", str(federation.consortium), "--rpc", federation.rpc_url],
                 cwd=ROOT, capture_output=True, text=True, timeout=300,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            assert audit.returncode == 0, f"{name}: {audit.stdout}{audit.stderr}"
+            if name in federation.attackers:
+                # Its own record convicts it: its ballots accept what its scores and the policy reject.
+                assert audit.returncode == 10, audit.stdout + audit.stderr
+                assert "hospital-4's ballot in round 1" in audit.stdout and "policy accepts" in audit.stdout
+            else:  # every honest site's record agrees with the chain
+                assert audit.returncode == 0, f"{name}: {audit.stdout}{audit.stderr}"
     finally:
         federation.stop_all()

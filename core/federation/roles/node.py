@@ -117,6 +117,13 @@ class HospitalNode:
         view = self.channel.current_round()
         if view is None:
             return False
+        if view.phase is not Phase.FINAL and view.round_number > 1:
+            # A node slower than the coordinator checks the round before first: the next one may
+            # already be open, and this node trains on that round's global model.
+            before = self.channel.round(view.round_number - 1)
+            if (before is not None and before.phase is Phase.FINAL
+                    and str(before.attempt) not in self._doc["checked"] and self._check_global(before)):
+                return True
         if view.phase is Phase.COMMIT and self._may_commit(view):
             self._commit(view, cancel)
             return True
