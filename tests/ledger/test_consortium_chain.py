@@ -212,3 +212,28 @@ def test_init_refuses_a_dataset_or_coordinator_it_cannot_use_before_deploying(
                                 password=lambda: PASSWORD)
     assert connect_rpc(anvil.url).eth.block_number == 0  # nothing was sent
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_node_refuses_to_start_with_a_clear_message(federation: Federation, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """What `python main.py node` says before it does anything: the ledger node down, this
+    account not a member, the hospital's data not the consortium's task."""
+    from ledger.anvil import free_port
+
+    home = federation.hospitals["st-mary"].home
+    node = ["node", "--consortium", str(federation.path), "--home", str(home), "--dataset", "breast_cancer"]
+
+    assert main([*node, "--rpc", f"http://127.0.0.1:{free_port()}"]) == 8
+    assert "cannot be reached" in capsys.readouterr().err
+
+    stranger = _home(tmp_path, "outsider")
+    assert main(["node", "--consortium", str(federation.path), "--home", str(stranger.home),
+                 "--dataset", "breast_cancer", "--rpc", federation.node.url]) == 8
+    assert "unregistered account" in capsys.readouterr().err
+
+    assert main([*node[:-1], "diabetes", "--rpc", federation.node.url]) == 3
+    assert "the consortium's model takes 30" in capsys.readouterr().err
+
+    assert main(["node", "--consortium", str(federation.path), "--home", str(federation.coordinator.home),
+                 "--dataset", "breast_cancer", "--rpc", federation.node.url]) == 2
+    assert "coordinator, not a hospital" in capsys.readouterr().err
