@@ -212,7 +212,11 @@ def _verify_chain(records: Mapping[bytes, bytes]) -> list[str]:
     head = None
     scores: list[tuple[int, bytes, int]] = []  # (number, hash, difficulty), head first
     seen_transactions = 0
+    visited: set[bytes] = set()
     while True:
+        if block_hash in visited:  # a changed parent hash can point back up the chain
+            return problems + [f"the chain's parent links loop at block {block_hash.hex()}"]
+        visited.add(block_hash)
         if block_hash not in records:
             return problems + [f"the header of block {block_hash.hex()} is missing"]
         header = chaindb.get_block_header_by_hash(block_hash)

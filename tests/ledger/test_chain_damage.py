@@ -89,8 +89,8 @@ def _global_hash(home: Path) -> str:
 def _contract_storage_node_holding(records: dict[bytes, bytes], value: bytes) -> bytes:
     """The raw bytes of the trie node of the contract's storage, at the head, that holds `value`."""
     import rlp
-    from eth.db.chain import ChainDB
     from eth.db.backends.memory import MemoryDB
+    from eth.db.chain import ChainDB
     from eth.rlp.accounts import Account
 
     head = ChainDB(MemoryDB(dict(records))).get_canonical_head()
@@ -207,3 +207,20 @@ def test_a_fresh_home_still_gets_a_chain(tmp_path: Path) -> None:
         open_ledger(settings, read_only=True)
     open_ledger(settings).close()
     assert verify_chain_file(_chain(tmp_path)) == []
+
+
+def test_a_header_whose_parent_link_loops_ends_the_walk_with_a_problem(recorded_home: Path) -> None:
+    import rlp
+    from eth.db.backends.memory import MemoryDB
+    from eth.db.chain import ChainDB
+
+    from ledger.embedded import verify_chain_records
+
+    records = _records(_chain(recorded_home))
+    chaindb = ChainDB(MemoryDB(dict(records)))
+    head = chaindb.get_canonical_head()
+    parent = chaindb.get_block_header_by_hash(head.parent_hash)
+    records[head.parent_hash] = rlp.encode(parent.copy(parent_hash=head.hash))  # the head's parent names the head
+    problems = verify_chain_records(records)
+    assert problems[0].startswith("1 records do not match their hash")
+    assert problems[-1] == f"the chain's parent links loop at block {head.hash.hex()}"
