@@ -131,3 +131,36 @@ class RoundInProgress(LedgerError):
     def __init__(self, user_message: str, *, round_id: int) -> None:
         super().__init__(user_message, detail=f"open round attempt {round_id}")
         self.round_id = round_id
+
+
+class ChainStoreDamaged(LedgerError):
+    """The embedded chain's file is not a readable SQLite database, or its records do not hold
+    together (a trie node, header or index that changed); nothing is written to it."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(
+            f"The embedded ledger's chain file {path} is damaged: {problems[0]}{more}. MedFedChain will not "
+            "write to it; restore the file from a backup.",
+            detail="; ".join(problems[1:6]) or None,
+        )
+        self.path = path
+        self.problems = problems
+
+
+class ChainFileMissing(LedgerError):
+    """The embedded chain's file is absent (or empty); `deployment` is the record of the contract
+    this data directory deployed on it, if any: then the chain was there and is gone."""
+
+    def __init__(self, path: str, deployment: str | None, *, empty: bool = False) -> None:
+        if deployment is None:
+            message = "The embedded ledger has no chain yet: nothing has been recorded."
+        else:
+            state = "is empty" if empty else "is missing"
+            message = (f"The ledger's chain file {path} {state}, but this data directory deployed its federation "
+                       f"contract on it ({deployment}): restore the file from a backup; MedFedChain will not start "
+                       "a new chain in its place.")
+        super().__init__(message, detail=path)
+        self.path = path
+        self.deployment = deployment
+        self.empty = empty

@@ -26,7 +26,7 @@ from web3 import Web3
 from core.files import write_atomic
 from ledger.accounts import DEFAULT_SCRYPT_N, Keystore, keystore_password
 from ledger.client import LedgerClient, await_receipt
-from ledger.embedded import EmbeddedChain, embedded_web3
+from ledger.embedded import EMBEDDED_CHAIN_ID, EmbeddedChain, embedded_web3
 from ledger.errors import ContractMissing, LedgerError, UnknownAccount
 from ledger.node import RetryPolicy, connect_provider, connect_rpc
 
@@ -78,7 +78,8 @@ class LedgerSession:
         self.read_only = read_only
         self.chain: EmbeddedChain | None = None
         if settings.rpc_url is None:
-            self.chain = EmbeddedChain(settings.ledger_dir / "chain", read_only=read_only)
+            deployment = settings.ledger_dir / "deployments" / f"{EMBEDDED_CHAIN_ID}.json"
+            self.chain = EmbeddedChain(settings.ledger_dir / "chain", read_only=read_only, deployment=deployment)
             self.w3 = embedded_web3(connect_provider(self.chain.provider, EMBEDDED_ENDPOINT, settings.retry))
         else:
             self.w3 = connect_rpc(settings.rpc_url, settings.retry)

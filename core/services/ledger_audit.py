@@ -28,6 +28,7 @@ from core.state.queries import FederationView, RoundView, list_federations, list
 from core.state.role_state import SqliteRoleState
 from ledger.audit import AuditReport, audit_history, check_blob
 from ledger.consortium import recover_signer, verify_on_chain
+from ledger.errors import ChainFileMissing
 from ledger.explorer import BlockView, EventView, list_blocks, list_events, verify_model_hash
 from ledger.history import LedgerHistory, RoundEntry, replay
 from ledger.session import LedgerSession, LedgerSettings, open_ledger
@@ -125,9 +126,12 @@ def audit_ledger(
     database: Database | None = None,
 ) -> LedgerAuditResult:
     """Replays the ledger and checks it against this home's blobs, database and ballots."""
-    with _reader(settings, rpc_url, consortium) as ledger:
-        history = replay(ledger.session.client)
-        kit, audited_rpc = ledger.consortium, ledger.rpc_url
+    try:
+        with _reader(settings, rpc_url, consortium) as ledger:
+            history = replay(ledger.session.client)
+            kit, audited_rpc = ledger.consortium, ledger.rpc_url
+    except ChainFileMissing as exc:
+        return _chain_gone(settings, exc, database)
     own_db = database is None
     db = database or open_database(settings.db_path)
     notes: list[str] = []
@@ -157,6 +161,30 @@ def audit_ledger(
         ballots_checked=ballots,
         notes=chain.notes + notes,
     )
+
+
+def _chain_gone(settings: Settings, exc: ChainFileMissing, database: Database | None) -> LedgerAuditResult:
+    """The embedded chain's file is gone: a failed audit if this home's database holds rounds
+    finalised on it (the record they were checked against is lost), else the error itself."""
+    db = database or open_database(settings.db_path)
+    try:
+        finalised = sum(f.rounds_finalized for f in list_federations(db) if _on_embedded_chain(f.config, settings))
+    finally:
+        if database is None:
+            db.close()
+    if not finalised:
+        raise exc
+    problem = (f"the ledger's chain file {exc.path} is {'empty' if exc.empty else 'missing'}, but this data "
+               f"directory's database records {finalised} finalised round{'s' if finalised != 1 else ''} on it: "
+               "the chain they were recorded on is gone (restore the file from a backup)")
+    chain = AuditReport(ok=False, discrepancies=[problem], rounds_checked=0, events_checked=0, blobs_checked=0)
+    return LedgerAuditResult(ok=False, discrepancies=[problem], chain=chain, rounds_compared=0)
+
+
+def _on_embedded_chain(config: dict[str, Any], settings: Settings) -> bool:
+    """Whether a federation run recorded its rounds on this home's embedded chain."""
+    return ("ledger" in config and config["ledger"] is not False and "contract" not in config
+            and not (config.get("rpc_url") or settings.rpc_url))
 
 
 def _federations_on(history: LedgerHistory, db: Database, settings: Settings, audited_rpc: str | None,
