@@ -342,7 +342,8 @@ def load_csv(
     scaled, constant = standardize(x)
     feature_names = tuple(header[c] for c in feature_cols)
     for j in np.flatnonzero(np.abs(x).max(axis=0) > LARGE_VALUE):
-        warning = (f"Column '{feature_names[j]}' of '{file}' holds values as large as {np.abs(x[:, j]).max():.3g}; "
+        largest = np.abs(x[:, j]).max()
+        warning = (f"Column '{feature_names[j]}' of '{file}' holds values as large as {largest:.3g}; "
                    "it was scaled like every column, but check its unit.")
         notes.append(warning)
         logger.warning("%s", warning)

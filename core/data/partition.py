@@ -171,10 +171,12 @@ def _warn_of_scarce_classes(dataset: Dataset, hospitals: list[HospitalSplit]) ->
     scarce = [int(c) for c in np.flatnonzero(per_hospital < MIN_CASES_PER_CLASS)]
     if not scarce:
         return
-    names = ", ".join(f"'{dataset.class_names[c]}'" for c in scarce[:5]) + (", ..." if len(scarce) > 5 else "")
+    names = ", ".join(f"'{dataset.class_names[c]}'" for c in scarce[:5])
+    names += ", ..." if len(scarce) > 5 else ""
     logger.warning(
-        "%d of the %d classes of '%s' (%s) have fewer than %d training cases per hospital (as few as %.1f "
-        "over %d hospitals): the model can hardly learn them. Use fewer hospitals, fewer classes or more data.",
+        "%d of the %d classes of '%s' (%s) have fewer than %d training cases per hospital (as few as "
+        "%.1f over %d hospitals): the model can hardly learn them. Use fewer hospitals, fewer classes "
+        "or more data.",
         len(scarce), dataset.num_classes, dataset.name, names, MIN_CASES_PER_CLASS,
         float(per_hospital[scarce].min()), len(hospitals))
 

@@ -112,9 +112,9 @@ class SimulationConfig:
         found = []
         if self.malicious and 2 * self.malicious >= self.hospitals:
             found.append(
-                f"{self.malicious} of the {self.hospitals} hospitals are malicious: verification is only safe "
-                f"while fewer than half are (here at most {(self.hospitals - 1) // 2}); the attackers can "
-                "outvote the honest hospitals and have their updates accepted.")
+                f"{self.malicious} of the {self.hospitals} hospitals are malicious: verification is only "
+                f"safe while fewer than half are (here at most {(self.hospitals - 1) // 2}); the attackers "
+                "can outvote the honest hospitals and have their updates accepted.")
         return found
 
     def malicious_ids(self) -> list[str]:

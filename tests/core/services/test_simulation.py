@@ -96,10 +96,11 @@ def test_alpha_is_only_taken_with_the_dirichlet_partition() -> None:
 
 
 @pytest.mark.parametrize(("hospitals", "malicious", "warned"),
-                         [(3, 3, True), (3, 2, True), (4, 2, True), (2, 1, True), (5, 2, False), (3, 1, False),
-                          (4, 0, False)])
+                         [(3, 3, True), (3, 2, True), (4, 2, True), (2, 1, True), (5, 2, False),
+                          (3, 1, False), (4, 0, False)])
 def test_a_majority_of_attackers_is_warned_of(hospitals: int, malicious: int, warned: bool) -> None:
-    config = SimulationConfig(hospitals=hospitals, malicious=malicious, attack="noise" if malicious else "none")
+    config = SimulationConfig(hospitals=hospitals, malicious=malicious,
+                              attack="noise" if malicious else "none")
     warnings = config.warnings()
     assert bool(warnings) is warned
     if warned:
