@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ EXIT_CANCELLED = 130
 
 DEMO_ARGS = ["simulate", "--hospitals", "5", "--malicious", "1", "--attack", "label_flip", "--rounds", "3",
              "--dataset", "breast_cancer"]
+
+LOG_FILE = "medfedchain.log"  # in the home directory, as the app's
 
 log = logging.getLogger("medfedchain")
 
@@ -84,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--label-column", help="the CSV column holding the class")
     sim.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out (e.g. patient id)")
     sim.add_argument("--partition", default="iid", choices=SCHEMES)
-    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
+    sim.add_argument("--alpha", type=float,
+                     help="Dirichlet concentration of --partition dirichlet (default 0.5; smaller: "
+                          "more skew)")
     sim.add_argument("--aggregator", default="fedavg", choices=AGGREGATORS)
     sim.add_argument("--verifier", default="plaintext", choices=["plaintext", "none"])
     sim.add_argument("--secure", action="store_true", help="verify and aggregate inside SMPC (TF-Encrypted)")
@@ -427,6 +433,61 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """One line per record on stderr, `medfedchain: warning: ...`; tracebacks go to the log file only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"medfedchain: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextmanager
+def _logging(args: argparse.Namespace) -> Iterator[Path | None]:
+    """Warnings (and with -v everything) to stderr, one line each; INFO and up, with tracebacks, to
+    HOME/medfedchain.log. Yields the log file (None if the home cannot be made); undone on exit."""
+    from core.settings import resolve_home
+
+    root = logging.getLogger()
+    verbose = bool(getattr(args, "verbose", False))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose
+                         else _ConsoleFormatter())
+    handlers: list[logging.Handler] = [console]
+    log_file: Path | None = None
+    if args.command != "gui":  # the app keeps its own log file
+        try:
+            home = resolve_home(getattr(args, "home", None))
+            home.mkdir(parents=True, exist_ok=True)
+            log_file = home / LOG_FILE
+            file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=3,
+                                                                encoding="utf-8")
+        except Exception:  # noqa: BLE001 - no log file is no reason not to run; load_settings says why
+            log_file = None
+        else:
+            file_handler.setLevel(logging.INFO)
+            file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handlers.append(file_handler)
+    level = root.level
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield log_file
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+
+
+def _check_rpc(args: argparse.Namespace) -> None:
+    """Every command's --rpc passes the settings' own check of a node URL."""
+    from core.settings import check_rpc_url
+
+    if getattr(args, "rpc", None) is not None:
+        args.rpc = check_rpc_url(args.rpc)
+
+
 def _exit_code(exc: BaseException) -> tuple[int, str]:
     """The documented exit code and one-line message for an error from any layer."""
     # Every package's root error (CoreError, LedgerError, SmpcError) carries both.
@@ -439,8 +500,6 @@ def _exit_code(exc: BaseException) -> tuple[int, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     command = args.command
     if command is None:
         command = "gui" if _has_display() else "demo"
@@ -454,8 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ledger": cmd_ledger, "account": cmd_account, "consortium": cmd_consortium,
                 "node": cmd_node, "coordinator": cmd_coordinator,
                 "screenshot": cmd_screenshot}
+    with _logging(args) as log_file:
+        return _run(handlers[command], args, log_file)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+         log_file: Path | None) -> int:
     try:
-        return handlers[command](args)
+        _check_rpc(args)
+        return handler(args)
     except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -464,8 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANCELLED
     except Exception as exc:  # the CLI's one place that turns errors into exit codes
         code, message = _exit_code(exc)
-        if code == EXIT_UNEXPECTED:
-            log.exception("unexpected error")
+        # The details (the cause, a traceback) go to the log file; stderr gets the one message.
+        log.info("%s failed", args.command, exc_info=exc)
+        if code == EXIT_UNEXPECTED and log_file is not None:
+            message += f" (details in {log_file})"
         print(f"medfedchain: error: {message}", file=sys.stderr)
         return code
 

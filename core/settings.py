@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
@@ -54,6 +55,34 @@ _settings_file: ContextVar[Path | None] = ContextVar("medfed_settings_file", def
 # The default of the paths that live in the home directory unless set (None also means that);
 # typed Any so the fields can be plain `Path` for every reader.
 _FROM_HOME: Any = None
+
+
+def rpc_url_problem(value: str | None) -> str | None:
+    """Why `value` cannot be a ledger node's JSON-RPC URL, or None if it can (None and "" mean
+    the embedded chain). The one check of the setting, the CLI's --rpc and the GUI's field."""
+    if value is None or not value.strip():
+        return None
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected the node's http:// or https:// URL, such as http://ledger:8545"
+    return None
+
+
+def check_rpc_url(value: str | None, *, option: str = "--rpc") -> str | None:
+    """`value` stripped (None for the embedded chain); ConfigError naming `option` if it is no node URL."""
+    problem = rpc_url_problem(value)
+    if problem is not None:
+        raise ConfigError(f"Invalid {option} '{value}': {problem}.")
+    return value.strip() if value and value.strip() else None
+
+
+def resolve_home(home: Path | None = None) -> Path:
+    """The home directory `load_settings(home)` uses: `home`, else MEDFED_HOME, else the default."""
+    return _absolute(home if home is not None else _home_from_env() or default_home())
 
 
 def default_home() -> Path:
@@ -135,12 +164,10 @@ class Settings(BaseSettings):
     @field_validator("rpc_url")
     @classmethod
     def _usable_rpc_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        if not (value.startswith(("http://", "https://", "ws://", "wss://")) or value.endswith(".ipc")):
-            raise ValueError("expected an http(s):// or ws(s):// URL, or the path of a node's .ipc file")
-        return value
+        problem = rpc_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip() if value and value.strip() else None
 
     @field_validator("hospital_name")
     @classmethod
@@ -265,8 +292,7 @@ def load_settings(home: Path | None = None, db: Path | None = None, **overrides:
 
     Creates the home directory on first use. Raises ConfigError naming the offending key.
     """
-    resolved_home = _absolute(home) if home is not None else _home_from_env() or default_home()
-    resolved_home = _absolute(resolved_home)
+    resolved_home = resolve_home(home)
     try:
         resolved_home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -83,7 +83,9 @@ class RetryMiddleware(Web3Middleware):
                             endpoint=self.endpoint,
                             detail=f"{method}: {type(exc).__name__}: {exc}",
                         ) from exc
-                    logger.warning("ledger node %s: %s failed (%s), retrying", self.endpoint, method, exc)
+                    # A retry is routine; only giving up (NodeUnavailable) is the user's business.
+                    logger.info("ledger node %s: %s failed (%s), retrying in %.1f s", self.endpoint, method,
+                                exc, delays[attempt])
                     self.sleep(delays[attempt])
             raise AssertionError("unreachable")
 

@@ -52,6 +52,10 @@ def test_simulate_writes_the_documented_json_and_state(tmp_path: Path) -> None:
         (["simulate", "--hospitals", "3", "--malicious", "4", "--attack", "noise", "--no-ledger"], 2, "--malicious"),
         (["simulate", "--attack", "nosuch.py:Evil", "--malicious", "1", "--no-ledger"], 2, "nosuch.py"),
         (["simulate", "--secure", "--aggregator", "krum", "--no-ledger"], 2, "--secure"),
+        (["simulate", "--rpc", "ftp://x"], 2, "--rpc 'ftp://x'"),
+        (["simulate", "--rpc", "notaurl"], 2, "--rpc 'notaurl'"),
+        (["ledger", "show", "--rpc", "notaurl"], 2, "--rpc 'notaurl'"),
+        (["simulate", "--partition", "iid", "--alpha", "0.3", "--no-ledger"], 2, "--alpha"),
     ],
 )
 def test_bad_arguments_give_one_line_and_a_documented_code(args: list[str], code: int, message: str,
@@ -202,3 +206,30 @@ def test_the_main_command_without_a_display_runs_the_demo_federation(tmp_path: P
     assert "headless demo federation" in result.stdout
     assert "attackers rejected 3/3" in result.stdout
     assert (home / "medfedchain.db").is_file() and not (tmp_path / "env-home" / "medfedchain.db").exists()
+
+
+def test_a_lost_ledger_node_is_one_line_on_stderr_and_the_details_are_in_the_log(tmp_path: Path) -> None:
+    from ledger.anvil import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run("simulate", "--hospitals", "2", "--rounds", "1", "--epochs", "1", "--rpc", url,
+                 home=tmp_path, timeout=180)
+
+    assert result.returncode == 8, result.stderr
+    ours = [line for line in result.stderr.splitlines()
+            if line.startswith(("medfedchain:", "WARNING ", "ERROR ")) or url in line]
+    assert ours == ["medfedchain: error: The ledger node cannot be reached. Check that it is running and "
+                    "reachable, then resume the round."]
+    assert "Traceback" not in result.stderr
+    log = (tmp_path / "medfedchain.log").read_text(encoding="utf-8")
+    assert "retrying" in log and url in log and "NodeUnavailable" in log
+
+
+def test_a_majority_of_attackers_is_warned_of_on_stderr(tmp_path: Path) -> None:
+    result = run("simulate", "--hospitals", "2", "--malicious", "1", "--attack", "noise", "--rounds", "1",
+                 "--epochs", "1", "--no-ledger", home=tmp_path, timeout=180)
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("medfedchain: warning:")]
+    assert len(warnings) == 1 and "1 of the 2 hospitals are malicious" in warnings[0]
+    assert "fewer than half" in warnings[0]

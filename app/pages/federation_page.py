@@ -3,11 +3,15 @@ steps, and "Join a consortium", this hospital's node in a real one (`consortium_
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -59,6 +63,35 @@ DEMO = {"hospitals": 5, "malicious": 1, "attack": "label_flip", "rounds": 2, "da
         "aggregator": "fedavg", "secure": False, "local_epochs": 5}
 
 
+class _ThreadWarnings(logging.Handler):
+    """Hands the warnings logged on one thread to `show`: the records the CLI prints on stderr."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.show = show
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            self.show(record.getMessage())
+        except RuntimeError:  # the page is gone (the app is closing); the log file still has it
+            pass
+
+
+@contextmanager
+def _warnings_shown(show: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs on this thread, every warning it logs also goes to `show`."""
+    handler = _ThreadWarnings(show)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
 @dataclass
 class _Participant:
     hospital_id: str
@@ -72,6 +105,7 @@ class FederationPage(QWidget):
     events. The second tab joins this hospital to a real consortium."""
 
     title = "Federation"
+    warned = Signal(str)  # a warning of the run, from the worker thread
 
     def __init__(self, model: AppModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -140,6 +174,9 @@ class FederationPage(QWidget):
         self.progress = QProgressBar(objectName="federationProgress", minimum=0, maximum=100, value=0)
         self.status = QLabel("Configure a federation and start it.", objectName="federationStatus")
         self.status.setWordWrap(True)
+        self.warnings = QLabel(objectName="federationWarnings", visible=False)
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #8a4b00; background: #fff4e0; padding: 4px;")
         buttons = QHBoxLayout()
         buttons.addWidget(self.start)
         buttons.addWidget(self.cancel)
@@ -158,6 +195,7 @@ class FederationPage(QWidget):
         left_layout.addLayout(buttons)
         left_layout.addWidget(self.progress)
         left_layout.addWidget(self.status)
+        left_layout.addWidget(self.warnings)
         left_layout.addWidget(runs_box, 1)
 
         # -- what is happening
@@ -198,6 +236,7 @@ class FederationPage(QWidget):
         self.configured.toggled.connect(self._mode_changed)
         self.start.clicked.connect(self._start)
         self.cancel.clicked.connect(self._cancel)
+        self.warned.connect(self._warned)
         self.runs.itemSelectionChanged.connect(self._show_selected)
         model.datasets_changed.connect(self._refresh_datasets)
         model.settings_changed.connect(self._settings_changed)
@@ -288,8 +327,9 @@ class FederationPage(QWidget):
             from core.services.simulation import SimulationConfig, run_simulation
             from core.services.training import evaluate_federation
 
-            config = SimulationConfig(**values)
-            report = run_simulation(config, settings, progress, cancel)
+            with _warnings_shown(self.warned.emit):
+                config = SimulationConfig(**values)
+                report = run_simulation(config, settings, progress, cancel)
             progress(Progress(Stage.EVALUATION, "testing the final global model on the held-out data"))
             evaluate_federation(db, settings, int(report["federation_id"]))
             return int(report["federation_id"])
@@ -308,6 +348,8 @@ class FederationPage(QWidget):
         self._round_items = {}
         self._step_started = {}
         self.log.clear()
+        self.warnings.clear()
+        self.warnings.setVisible(False)
         self._log(f"Starting: {values['hospitals']} hospitals ({values['malicious']} attacking with "
                   f"{values['attack']}), {values['rounds']} round(s) on {values['dataset']}, "
                   f"{'SMPC' if values['secure'] else 'plaintext'} verification, {values['aggregator']}.")
@@ -330,6 +372,13 @@ class FederationPage(QWidget):
             self._task.cancel()
             self.cancel.setEnabled(False)
             self.status.setText("Cancelling at the next step; finished rounds are kept…")
+
+    @Slot(str)
+    def _warned(self, text: str) -> None:
+        shown = self.warnings.text()
+        self.warnings.setText(f"{shown}\n⚠ {text}" if shown else f"⚠ {text}")
+        self.warnings.setVisible(True)
+        self._log(f"Warning: {text}")
 
     def _log(self, text: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")

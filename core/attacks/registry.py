@@ -122,8 +122,10 @@ def create_attack(spec: str, **params: Any) -> Attack:
     except CoreError:
         raise
     except Exception as exc:  # a user's attack failing in its constructor
+        reason = str(exc) or type(exc).__name__
         raise ConfigError(
-            f"Attack '{spec}' could not be created.", detail=f"{type(exc).__name__}: {exc}"
+            f"Attack '{spec}' could not be created with {params or 'no parameters'}: {reason}",
+            detail=f"{type(exc).__name__}: {exc}",
         ) from exc
     if not isinstance(attack, Attack):  # a user's __new__ could return anything
         raise ConfigError(f"Attack '{spec}' did not construct an Attack.")

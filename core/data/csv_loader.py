@@ -26,6 +26,9 @@ MISSING_POLICIES = ("error", "drop_rows")
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "#n/a"})
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_CLASSES = 100
+# Beyond this magnitude a column is likely in the wrong unit or encoding (and squaring it would
+# overflow): it is still scaled correctly, with a warning that names it.
+LARGE_VALUE = 1e150
 _SHOWN_ROWS = 5
 
 
@@ -33,6 +36,10 @@ def standardize(x: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Z-scores each column with its own mean/std; constant columns become 0. Returns the
     float32 matrix and the indices of the constant columns."""
     values = x.astype(np.float64)
+    # Each column divided by its largest magnitude first: the z-scores are the same, and the sums
+    # and squares behind mean and std cannot overflow however large the values (up to float64's max).
+    magnitude = np.abs(values).max(axis=0) if values.size else np.ones(values.shape[1])
+    values = values / np.where(magnitude > 0, magnitude, 1.0)
     mean = values.mean(axis=0)
     std = values.std(axis=0)
     constant = [int(i) for i in np.flatnonzero(std <= 1e-12 * np.maximum(1.0, np.abs(mean)))]
@@ -334,6 +341,12 @@ def load_csv(
     notes.extend(label_notes)
     scaled, constant = standardize(x)
     feature_names = tuple(header[c] for c in feature_cols)
+    for j in np.flatnonzero(np.abs(x).max(axis=0) > LARGE_VALUE):
+        largest = np.abs(x[:, j]).max()
+        warning = (f"Column '{feature_names[j]}' of '{file}' holds values as large as {largest:.3g}; "
+                   "it was scaled like every column, but check its unit.")
+        notes.append(warning)
+        logger.warning("%s", warning)
     if constant:
         notes.append("Constant column(s) set to 0: " + ", ".join(feature_names[i] for i in constant) + ".")
     if drop_columns:

@@ -170,13 +170,23 @@ def load_image_folder(
 
     target = image_size
     pixels: list[np.ndarray] = []
+    sizes: dict[tuple[int, int], int] = {}
     for file, _label in files:
         arr = to_layout(read_image(file), channels)
+        size = (int(arr.shape[0]), int(arr.shape[1]))
+        sizes[size] = sizes.get(size, 0) + 1
         if target is None:
-            target = (int(arr.shape[0]), int(arr.shape[1]))
+            target = size
         pixels.append(resize(arr, target))
 
     notes: list[str] = []
+    if len(sizes) > 1:
+        assert target is not None
+        shown = ", ".join(f"{n} at {h}x{w}" for (h, w), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:4])
+        notes.append(f"The images have {len(sizes)} different sizes ({shown}"
+                     + (", ..." if len(sizes) > 4 else "")
+                     + f"); all were resized to {target[0]}x{target[1]}.")
+        logger.warning("%s: %s", root, notes[-1])
     if ignored:
         shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5])
         notes.append(

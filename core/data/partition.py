@@ -7,6 +7,7 @@ across hospitals from Dir(alpha), the usual way to simulate hospitals whose pati
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,12 @@ import numpy as np
 from core.data.dataset import Dataset
 from core.errors import ConfigError, DataError
 
+logger = logging.getLogger(__name__)
+
 SCHEMES = ("iid", "dirichlet")
+# Fewer training cases of a class than this in an average hospital, and local training can hardly
+# learn the class (50 classes over 3 small hospitals trains to chance level).
+MIN_CASES_PER_CLASS = 5
 MIN_VALIDATION_SAMPLES = 3
 MAX_DIRICHLET_ATTEMPTS = 1000
 
@@ -157,6 +163,24 @@ def _dirichlet_shares(
     )
 
 
+def _warn_of_scarce_classes(dataset: Dataset, hospitals: list[HospitalSplit]) -> None:
+    totals = np.zeros(dataset.num_classes)
+    for hospital in hospitals:
+        totals += np.bincount(hospital.train.y, minlength=dataset.num_classes)[: dataset.num_classes]
+    per_hospital = totals / len(hospitals)
+    scarce = [int(c) for c in np.flatnonzero(per_hospital < MIN_CASES_PER_CLASS)]
+    if not scarce:
+        return
+    names = ", ".join(f"'{dataset.class_names[c]}'" for c in scarce[:5])
+    names += ", ..." if len(scarce) > 5 else ""
+    logger.warning(
+        "%d of the %d classes of '%s' (%s) have fewer than %d training cases per hospital (as few as "
+        "%.1f over %d hospitals): the model can hardly learn them. Use fewer hospitals, fewer classes "
+        "or more data.",
+        len(scarce), dataset.num_classes, dataset.name, names, MIN_CASES_PER_CLASS,
+        float(per_hospital[scarce].min()), len(hospitals))
+
+
 def partition(
     dataset: Dataset,
     num_hospitals: int,
@@ -201,6 +225,7 @@ def partition(
         _split_hospital(dataset, f"hospital-{h + 1}", share, validation_fraction, rng)
         for h, share in enumerate(shares)
     ]
+    _warn_of_scarce_classes(dataset, hospitals)
     return FederatedSplit(
         test=dataset.subset(test_indices, name=f"{dataset.name} / test"),
         hospitals=hospitals,

@@ -39,7 +39,7 @@ from core.models.weights import Weights, check_compatible, from_bytes, subtract
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
 from core.services import wiring
 from core.services.recovery import mark_interrupted_runs, process_marker
-from core.settings import Settings
+from core.settings import Settings, check_rpc_url
 from core.state.models import FederationStatus
 from core.state.recorder import SqliteRecorder
 
@@ -49,6 +49,7 @@ OBSERVER = "observer"  # the archive's read-only identity on the channel
 # Simulated phases end as soon as every hospital has acted; the deadlines only matter for a
 # hospital that drops out, and the simulated clock jumps to them.
 SIMULATION_TIMING = RoundTiming(commit_seconds=3600, vote_seconds=3600, aggregate_seconds=3600)
+DEFAULT_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class SimulationConfig:
     label_column: str | None = None
     drop_columns: tuple[str, ...] = ()
     partition: str = "iid"
-    alpha: float = 0.5
+    alpha: float | None = None  # the Dirichlet concentration; None: DEFAULT_ALPHA (dirichlet only)
     aggregator: str = "fedavg"
     verifier: str = "plaintext"
     secure: bool = False
@@ -88,6 +89,9 @@ class SimulationConfig:
             raise ConfigError("Run at least one round.")
         if self.partition not in SCHEMES:
             raise ConfigError(f"Unknown partition '{self.partition}'; choose one of {', '.join(SCHEMES)}.")
+        if self.alpha is not None and self.partition != "dirichlet":
+            raise ConfigError(f"--alpha sets the skew of --partition dirichlet; '{self.partition}' has none. "
+                              "Leave out --alpha, or use --partition dirichlet.")
         if self.aggregator not in AGGREGATORS:
             raise ConfigError(f"Unknown aggregator '{self.aggregator}'; choose one of {', '.join(AGGREGATORS)}.")
         if self.verifier not in wiring.VERIFIERS:
@@ -97,6 +101,21 @@ class SimulationConfig:
                               "and --verifier plaintext (the plaintext rule it mirrors).")
         if self.local_epochs < 1 or self.batch_size < 1 or not 0 < self.learning_rate < 1:
             raise ConfigError("Local epochs and batch size must be positive, the learning rate in (0, 1).")
+        object.__setattr__(self, "rpc_url", check_rpc_url(self.rpc_url))
+
+    @property
+    def dirichlet_alpha(self) -> float:
+        return DEFAULT_ALPHA if self.alpha is None else self.alpha
+
+    def warnings(self) -> list[str]:
+        """What this configuration lets happen that the user should know before it runs."""
+        found = []
+        if self.malicious and 2 * self.malicious >= self.hospitals:
+            found.append(
+                f"{self.malicious} of the {self.hospitals} hospitals are malicious: verification is only "
+                f"safe while fewer than half are (here at most {(self.hospitals - 1) // 2}); the attackers "
+                "can outvote the honest hospitals and have their updates accepted.")
+        return found
 
     def malicious_ids(self) -> list[str]:
         """The attackers are the last `malicious` hospitals: easy to spot in every report."""
@@ -105,6 +124,10 @@ class SimulationConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["drop_columns"] = list(self.drop_columns)
+        if self.partition == "dirichlet":
+            d["alpha"] = self.dirichlet_alpha
+        else:
+            del d["alpha"]
         d["policy"] = self.policy.as_dict() if self.policy else None
         return d
 
@@ -158,10 +181,13 @@ def _root_update(spec: ModelSpec, root: Dataset, training: TrainingConfig) -> Ca
 
 def prepare_federation(config: SimulationConfig, settings: Settings,
                        progress: ProgressSink = ignore_progress) -> Federation:
+    for warning in config.warnings():
+        log.warning("%s", warning)
     progress(Progress(Stage.LOADING, f"loading {config.dataset}"))
     dataset = load_dataset(config.dataset, label_column=config.label_column, drop_columns=config.drop_columns)
     dataset.require_trainable()
-    split = partition(dataset, config.hospitals, scheme=config.partition, alpha=config.alpha, seed=config.seed)
+    split = partition(dataset, config.hospitals, scheme=config.partition, alpha=config.dirichlet_alpha,
+                      seed=config.seed)
     spec = spec_for(dataset, config.architecture)
     training = _training(config)
     malicious = set(config.malicious_ids())
@@ -349,11 +375,11 @@ def run_simulation(
                     on_pass=report_new_rounds)
         report_new_rounds()
         status = FederationStatus.COMPLETED
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):
         status, message = FederationStatus.CANCELLED, "cancelled by the user"
         raise
-    except CoreError as exc:
-        message = exc.user_message
+    except BaseException as exc:  # any layer's error (a lost ledger node too): on record with its reason
+        message = describe_error(exc)
         raise
     finally:
         report["final_accuracy"] = report["rounds"][-1]["accuracy"] if report["rounds"] else None

@@ -170,3 +170,38 @@ def test_cancelling_a_federation_keeps_the_finished_rounds(qtbot: QtBot, window:
     assert not message_boxes(window)
     verification = go_to(qtbot, window, "Verification")
     assert verification.tree.topLevelItem(0).text(1) == "finalized"
+
+
+def test_a_majority_of_attackers_is_warned_of_on_the_page(qtbot: QtBot,
+                                                          open_window: Callable[[], MainWindow]) -> None:
+    window = open_window()
+    page = go_to(qtbot, window, "Federation")
+    type_into(qtbot, page.hospitals, "3")
+    type_into(qtbot, page.attackers, "2")
+    choose(qtbot, page.attack, "label")
+    type_into(qtbot, page.rounds, "1")
+    type_into(qtbot, page.local_epochs, "1")
+    assert page.warnings.isHidden()
+
+    click(qtbot, page.start)
+    qtbot.waitUntil(lambda: not page.warnings.isHidden(), timeout=LONG)
+    assert "2 of the 3 hospitals are malicious" in page.warnings.text()
+    assert "fewer than half" in page.warnings.text()
+    assert "Warning: 2 of the 3 hospitals" in page.log.toPlainText()
+    click(qtbot, page.cancel)
+    qtbot.waitUntil(lambda: page._task is None, timeout=LONG)
+    assert page.warnings.text().count("malicious") == 1  # said once
+
+
+def test_a_minority_of_attackers_runs_without_a_warning(qtbot: QtBot,
+                                                        open_window: Callable[[], MainWindow]) -> None:
+    window = open_window()
+    page = go_to(qtbot, window, "Federation")
+    type_into(qtbot, page.hospitals, "3")
+    type_into(qtbot, page.attackers, "1")
+    type_into(qtbot, page.rounds, "1")
+    type_into(qtbot, page.local_epochs, "1")
+    click(qtbot, page.start)
+    qtbot.waitUntil(lambda: page._task is None, timeout=LONG)
+    assert "completed" in page.status.text()
+    assert page.warnings.isHidden()

@@ -103,3 +103,45 @@ def test_a_transaction_never_mined_times_out_clearly(anvil_binary: Path, tmp_pat
         with pytest.raises(ReceiptTimeout) as exc:
             open_ledger(settings)
     assert exc.value.tx_hash.startswith("0x") and "did not confirm" in exc.value.user_message
+
+
+def test_a_run_whose_node_goes_away_mid_run_is_failed_with_the_reason(
+        anvil: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.services.recovery import mark_interrupted_runs
+    from core.services.simulation import run_simulation
+    from core.state.db import open_database
+    from core.state.queries import list_federations
+
+    monkeypatch.setenv("MEDFED_KEYSTORE_PASSWORD", "a hospital's own secret")
+    settings = load_settings(home=tmp_path / "home")
+    with pytest.raises(NodeUnavailable):
+        run_simulation(small_config(rounds=2, rpc_url=anvil.url), settings,
+                       on_round=lambda _row: anvil.stop())
+
+    db = open_database(settings.db_path)
+    try:
+        assert mark_interrupted_runs(db) == 0
+        (run,) = list_federations(db)
+    finally:
+        db.close()
+    assert run.status == "failed" and run.message and "cannot be reached" in run.message
+
+
+def test_a_missing_keystore_password_for_a_node_fails_the_run_with_its_reason(
+        anvil: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.services.simulation import run_simulation
+    from core.state.db import open_database
+    from core.state.queries import list_federations
+
+    monkeypatch.delenv("MEDFED_KEYSTORE_PASSWORD", raising=False)
+    settings = load_settings(home=tmp_path / "home")
+    with pytest.raises(Exception) as refused:
+        run_simulation(small_config(rounds=1, rpc_url=anvil.url), settings)
+
+    db = open_database(settings.db_path)
+    try:
+        (run,) = list_federations(db)
+    finally:
+        db.close()
+    assert run.status == "failed" and run.message == refused.value.user_message  # type: ignore[attr-defined]
+    assert "MEDFED_KEYSTORE_PASSWORD" in run.message

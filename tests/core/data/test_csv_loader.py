@@ -248,3 +248,21 @@ def test_infinite_values_are_not_accepted_as_numbers(tmp_path: Path) -> None:
     path = write(tmp_path, "x1,x2,label\n1,inf,a\n3,4,b\n")
     with pytest.raises(DataError, match="column 'x2' has 1 non-numeric value"):
         load_csv(path, label_column="label")
+
+
+def test_a_column_of_huge_values_is_scaled_and_named_not_zeroed(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    rows = ["id,diagnosis,radius,dose\n"] + [
+        f"P{i},{'M' if i % 2 else 'B'},{12 + i % 5},{(1 + i % 4)}e300\n" for i in range(12)
+    ]
+    path = write(tmp_path, "".join(rows))
+
+    with caplog.at_level("WARNING"), np.errstate(all="raise"):  # no raw numpy overflow on the way
+        ds = load_csv(path, label_column="diagnosis", drop_columns=["id"])
+
+    dose = ds.x[:, ds.feature_names.index("dose")]
+    assert np.isfinite(ds.x).all()
+    assert dose.std() == pytest.approx(1.0, abs=1e-3)  # z-scored like any column, not zeroed
+    assert np.corrcoef(dose, [1 + i % 4 for i in range(12)])[0, 1] == pytest.approx(1.0)
+    assert any("'dose'" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert any("'dose'" in note for note in ds.notes)

@@ -137,3 +137,23 @@ def test_bad_options(tmp_path: Path, size: tuple[int, ...], channels: int) -> No
     root = make_folder(tmp_path / "lesions")
     with pytest.raises(ConfigError):
         load_image_folder(root, image_size=size, channels=channels)  # type: ignore[arg-type]
+
+
+def test_mixed_sizes_are_resized_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_folder(tmp_path / "lesions")  # 20x30, 40x40 and 10x10 images
+
+    with caplog.at_level("WARNING"):
+        ds = load_image_folder(root)
+
+    assert ds.x.shape == (4, 20, 30, 1)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "3 different sizes" in warning and "resized to 20x30" in warning
+    assert "3 different sizes" in " ".join(ds.notes)
+
+
+def test_images_of_one_size_load_without_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    save_image(tmp_path / "r" / "a" / "1.png", np.zeros((8, 8), np.uint8))
+    save_image(tmp_path / "r" / "b" / "1.png", np.full((8, 8), 9, np.uint8))
+    with caplog.at_level("WARNING"):
+        load_image_folder(tmp_path / "r")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

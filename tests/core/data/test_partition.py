@@ -189,3 +189,20 @@ def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
 def test_zero_hospitals() -> None:
     with pytest.raises(ConfigError, match="positive integer"):
         partition(table(), 0)
+
+
+def test_classes_too_scarce_per_hospital_are_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    many = table(n=600, classes=50)  # 12 cases a class: about 2 per hospital's training set over 3
+
+    with caplog.at_level("WARNING"):
+        partition(many, 3, seed=0)
+
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "50 of the 50 classes" in warning and "'c0'" in warning and "3 hospitals" in warning
+
+
+def test_enough_cases_per_class_give_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        partition(table(n=600, classes=3), 3, seed=0)
+        partition(breast_cancer(), 5, scheme="dirichlet", alpha=1.0, seed=0)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

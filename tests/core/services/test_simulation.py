@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
+from core.errors import ConfigError, describe_error
 from core.services.simulation import SimulationConfig, run_simulation
-from core.settings import load_settings
+from core.settings import Settings, load_settings
+from core.state.models import FederationStatus
 from core.state.db import open_database
 from core.state.queries import list_federations, list_rounds
 
@@ -56,7 +57,8 @@ def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"hospitals": 0}, {"malicious": 1}, {"rounds": 0}, {"partition": "random"}, {"aggregator": "mean"},
-     {"verifier": "smpc"}, {"secure": True, "aggregator": "median"}, {"learning_rate": 3.0}],
+     {"verifier": "smpc"}, {"secure": True, "aggregator": "median"}, {"learning_rate": 3.0},
+     {"partition": "iid", "alpha": 0.3}, {"rpc_url": "ftp://x"}],
 )
 def test_bad_configurations_are_refused_before_any_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
@@ -84,3 +86,89 @@ def test_a_home_whose_ledger_trains_another_model_is_refused_clearly(tmp_path: P
     assert statuses == [("completed", False), ("failed", True)]
     again = run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1), settings)  # nothing left held
     assert [r["round"] for r in again["rounds"]] == [2]
+
+
+def test_alpha_is_only_taken_with_the_dirichlet_partition() -> None:
+    with pytest.raises(ConfigError, match="--alpha"):
+        SimulationConfig(partition="iid", alpha=0.3)
+    assert SimulationConfig(partition="dirichlet").dirichlet_alpha == 0.5
+    assert SimulationConfig(partition="dirichlet", alpha=2.0).as_dict()["alpha"] == 2.0
+
+
+@pytest.mark.parametrize(("hospitals", "malicious", "warned"),
+                         [(3, 3, True), (3, 2, True), (4, 2, True), (2, 1, True), (5, 2, False),
+                          (3, 1, False), (4, 0, False)])
+def test_a_majority_of_attackers_is_warned_of(hospitals: int, malicious: int, warned: bool) -> None:
+    config = SimulationConfig(hospitals=hospitals, malicious=malicious,
+                              attack="noise" if malicious else "none")
+    warnings = config.warnings()
+    assert bool(warnings) is warned
+    if warned:
+        assert f"{malicious} of the {hospitals} hospitals are malicious" in warnings[0]
+        assert "fewer than half" in warnings[0]
+
+
+def _runs(settings: Settings) -> list[tuple[str, str | None]]:
+    """Every federation run of the home as (status, message), after the next start's crash check."""
+    from core.services.recovery import mark_interrupted_runs
+
+    db = open_database(settings.db_path)
+    try:
+        assert mark_interrupted_runs(db) == 0  # nothing is left for the next start to relabel
+        return [(f.status, f.message) for f in sorted(list_federations(db), key=lambda f: f.id)]
+    finally:
+        db.close()
+
+
+def test_a_wrong_keystore_password_fails_the_run_with_its_reason(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(home=tmp_path)
+    monkeypatch.setenv("MEDFED_KEYSTORE_PASSWORD", "the first secret")
+    run_simulation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1), settings)
+    monkeypatch.setenv("MEDFED_KEYSTORE_PASSWORD", "another secret")
+
+    with pytest.raises(Exception, match="password is wrong"):
+        run_simulation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1), settings)
+
+    (_, first), (status, message) = _runs(settings)
+    assert status == "failed" and message and "password is wrong" in message
+
+
+def test_a_chain_held_by_another_run_fails_the_run_with_its_reason(tmp_path: Path) -> None:
+    from core.services.simulation import prepare_federation
+
+    settings = load_settings(home=tmp_path)
+    holder = prepare_federation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1), settings)
+    try:
+        with pytest.raises(Exception) as refused:
+            run_simulation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1), settings)
+    finally:
+        holder.sqlite.finish(FederationStatus.CANCELLED, message="the test's holder")
+        holder.close()
+    (_, _), (status, message) = _runs(settings)
+    assert status == "failed" and message == describe_error(refused.value)
+    assert message and "Error:" not in message  # the ledger's own message, not a raw exception
+
+
+def test_an_unreachable_node_fails_the_run_with_its_reason(tmp_path: Path) -> None:
+    from ledger.anvil import free_port
+
+    settings = load_settings(home=tmp_path)
+    with pytest.raises(Exception, match="cannot be reached"):
+        run_simulation(SimulationConfig(hospitals=2, rounds=1, local_epochs=1,
+                                        rpc_url=f"http://127.0.0.1:{free_port()}"), settings)
+    ((status, message),) = _runs(settings)
+    assert status == "failed" and message and "cannot be reached" in message
+
+
+def test_an_error_of_any_kind_mid_run_fails_the_run_with_its_reason(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+
+    def show(_row: dict[str, object]) -> None:
+        raise RuntimeError("the report window was closed")
+
+    with pytest.raises(RuntimeError):
+        run_simulation(SimulationConfig(hospitals=2, rounds=2, local_epochs=1, ledger=False), settings,
+                       on_round=show)
+    ((status, message),) = _runs(settings)
+    assert status == "failed" and message and "the report window was closed" in message

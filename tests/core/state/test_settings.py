@@ -155,6 +155,30 @@ def test_invalid_values_name_the_key(tmp_path: Path, values: dict[str, object], 
         load_settings(home=tmp_path)
 
 
+@pytest.mark.parametrize("url", ["ftp://x", "notaurl", "ws://node:8546", "http://node:port", "http://"])
+def test_a_node_url_is_refused_alike_in_the_file_and_as_an_argument(tmp_path: Path, url: str) -> None:
+    from core.services.simulation import SimulationConfig
+
+    write_file(tmp_path, {"rpc_url": url})
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(home=tmp_path)
+    with pytest.raises(ConfigError) as from_argument:  # the CLI's --rpc and the GUI's run
+        SimulationConfig(rpc_url=url)
+
+    reason = "expected the node's http:// or https:// URL"
+    assert reason in from_file.value.user_message and reason in from_argument.value.user_message
+    assert f"'{url}'" in from_argument.value.user_message
+
+
+def test_a_node_url_is_kept_when_usable(tmp_path: Path) -> None:
+    from core.services.simulation import SimulationConfig
+
+    write_file(tmp_path, {"rpc_url": " http://ledger:8545 "})
+    assert load_settings(home=tmp_path).rpc_url == "http://ledger:8545"
+    assert SimulationConfig(rpc_url="https://ledger.example").rpc_url == "https://ledger.example"
+    assert SimulationConfig(rpc_url="").rpc_url is None
+
+
 def test_malformed_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text("{not json", encoding="utf-8")
 
