@@ -41,7 +41,8 @@ def check_blob(blobs: BlobStore, digest: str, what: str) -> str | None:
     except BlobNotFound:
         return f"{what} {digest} is not in the blob store {blobs.root}"
     except BlobMismatch as exc:
-        return f"{what} {digest}: the stored file {blobs.path(digest)} does not hash to it ({exc.actual})"
+        return (f"{what} {digest}: the stored file {blobs.path(digest)} does not hash to it, the hash on the "
+                f"ledger; its bytes hash to {exc.actual}")
     return None
 
 

@@ -113,7 +113,8 @@ def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float =
         store.put(data, expected=digest)
     except BlobMismatch as exc:
         raise BlobMismatch(
-            "The model received from the peer is not the one on the ledger.",
+            f"The model received from the peer is not the one on the ledger: its bytes hash to "
+            f"{exc.actual[:12]}…, the ledger names {exc.expected[:12]}….",
             expected=exc.expected,
             actual=exc.actual,
         ) from exc

@@ -14,6 +14,7 @@ import numpy as np
 
 from core.attacks.base import Attack, AttackContext
 from core.data.dataset import Dataset
+from core.errors import Cancelled, ModelError, describe_error
 from core.federation.interfaces import HospitalLink
 from core.federation.policy import VerificationPolicy
 from core.federation.types import Candidate, HospitalInfo, Scores, ValidatorInput
@@ -121,8 +122,14 @@ class LocalHospital(HospitalLink):
             peer_deltas=tuple(c.delta for c in round_candidates if c.hospital_id not in self._colluders),
             rng=self._rng(own.round_number),
         )
-        poisoned = self._attack.poison_update(ctx)
-        return candidate_from(own.hospital_id, own.round_number, self._global, poisoned, own.num_samples)
+        try:
+            poisoned = self._attack.poison_update(ctx)
+            return candidate_from(own.hospital_id, own.round_number, self._global, poisoned, own.num_samples)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's garbage is this hospital's failure, final for the round
+            raise ModelError(f"The attack plugin '{self._attack.name}' gave no usable update: {describe_error(exc)}",
+                             detail=type(exc).__name__) from exc
 
     def validator_input(self, own: Candidate) -> ValidatorInput:
         # An attacker's reference would be its poisoned update; its votes ignore scores anyway.

@@ -23,7 +23,7 @@ from core.data.loading import dataset_summary, load_dataset
 from core.data.partition import SCHEMES, FederatedSplit, partition
 from core.errors import Cancelled, ConfigError, CoreError, describe_error
 from core.federation.aggregators import AGGREGATORS
-from core.federation.channel import COORDINATOR, Phase, RoundChannel, RoundTiming
+from core.federation.channel import COORDINATOR, Phase, RoundChannel, RoundOpened, RoundTiming
 from core.federation.hospital import HospitalData, LocalHospital
 from core.federation.interfaces import Aggregator, Verifier
 from core.federation.policy import VerificationPolicy
@@ -41,7 +41,8 @@ from core.services import wiring
 from core.services.recovery import mark_interrupted_runs, process_marker
 from core.settings import Settings, check_rpc_url
 from core.state.models import FederationStatus
-from core.state.recorder import SqliteRecorder
+from core.state.db import Database
+from core.state.recorder import SqliteRecorder, unfinished_rounds
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +265,10 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             node = by_id.get(hospital_id)
             return node.failure(attempt) if node is not None else None
 
+        carried = _carried_records(config, settings, database, coordinator_channel) if config.ledger else {}
         archive = RoundArchive(channels.channel(OBSERVER), sqlite, policy, evaluate=evaluate, scores=scores_of,
                                failures=failure_of, hospitals={h.info.hospital_id: h.info for h in hospitals},
-                               progress=progress, from_round=done + 1)
+                               progress=progress, from_round=done + 1, carried=carried)
         return Federation(config, dataset, split, spec, training, hospitals, channels.channel(OBSERVER), coordinator,
                           nodes, archive, starting, verifier, sqlite, evaluator, attack, closers)
     except BaseException as exc:
@@ -279,6 +281,23 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             verifier.close()
             database.close()
         raise
+
+
+def _carried_records(config: SimulationConfig, settings: Settings, database: Database,
+                     channel: RoundChannel) -> dict[int, SqliteRecorder]:
+    """The rounds an earlier run on this ledger stopped in (killed mid-round, or gave up), each
+    with that run's recorder: this run's archive carries their record on from the chain, so the
+    local state ends up as the chain has the round, whoever finishes it."""
+    node = config.rpc_url or settings.rpc_url
+
+    def same_ledger(recorded: dict[str, Any]) -> bool:
+        return recorded.get("ledger") is True and (recorded.get("rpc_url") or settings.rpc_url) == node
+
+    events, _ = channel.events(0)
+    starts = {(e.round_number, e.previous_hash) for e in events if isinstance(e, RoundOpened)}
+    return {n: SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
+            for n, (federation_id, previous_hash) in unfinished_rounds(database, same_ledger).items()
+            if (n, previous_hash) in starts}
 
 
 def _continuation(channel: RoundChannel, start: Weights) -> tuple[int, Weights]:

@@ -60,7 +60,8 @@ class BlobStore:
         digest = sha256_hex(data)
         if expected is not None and digest != checked_digest(expected):
             raise BlobMismatch(
-                "The model's bytes do not match its recorded hash.",
+                f"The model's bytes hash to {digest[:12]}…, not to {checked_digest(expected)[:12]}…, "
+                "the hash recorded for it.",
                 expected=checked_digest(expected),
                 actual=digest,
             )
@@ -89,7 +90,8 @@ class BlobStore:
         actual = sha256_hex(data)
         if actual != digest:
             raise BlobMismatch(
-                f"The stored model file {path} was changed on disk and no longer matches its hash.",
+                f"The stored model file {path} was changed on disk: its bytes hash to {actual[:12]}…, "
+                f"not to {digest[:12]}…, the hash it is named by.",
                 expected=digest,
                 actual=actual,
             )

@@ -9,7 +9,7 @@ clears those rows and starts the round afresh, in one transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -425,3 +425,29 @@ def _last_accuracy(session: Session, federation_id: int) -> float | None:
     if not metrics or "accuracy" not in metrics:
         return None
     return float(metrics["accuracy"])
+
+
+def unfinished_rounds(
+    database: Database, same_ledger: Callable[[dict[str, Any]], bool]
+) -> dict[int, tuple[int, str]]:
+    """Round number -> (federation id, starting model hash) of the round each stopped run
+    (killed, failed or cancelled) left unfinished as its last, among the runs whose config
+    `same_ledger` accepts; for a round number left by several runs, the latest run's.
+
+    A later run carries such a round's record on from the chain (the chain is the truth: what
+    the killed run had not recorded yet, and what happened to the round after it died)."""
+    out: dict[int, tuple[int, str]] = {}
+    with database.session() as session:
+        federations = session.scalars(
+            select(Federation).where(Federation.status != FederationStatus.RUNNING).order_by(Federation.id)
+        )
+        for federation in federations:
+            if not same_ledger(dict(federation.config or {})):
+                continue
+            last = session.scalars(
+                select(Round).where(Round.federation_id == federation.id).order_by(Round.number.desc())
+            ).first()
+            if last is None or last.status is RoundStatus.FINALIZED or not last.previous_hash:
+                continue
+            out[last.number] = (federation.id, last.previous_hash)
+    return out

@@ -5,6 +5,7 @@ also checked on hand-made event streams a correct contract would never emit."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -92,6 +93,22 @@ def test_a_deleted_starting_model_is_named(home: tuple[Settings, Recorded]) -> N
     (settings.blob_dir / digest).unlink()
     assert _first(settings) == (f"round 1 (attempt 1) starting model {digest} is not in the blob store "
                                 f"{settings.blob_dir}")
+
+
+def test_a_changed_byte_in_the_starting_model_fails_like_its_deletion(home: tuple[Settings, Recorded]) -> None:
+    # One rule for every model the home must hold: missing or changed, the audit fails and names
+    # the hash the ledger records as that, and the tampered file's own hash as the file's.
+    settings, recorded = home
+    digest = recorded.report[0]["previous_hash"]  # the consortium's initial model
+    path = settings.blob_dir / digest
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    tampered = hashlib.sha256(bytes(data)).hexdigest()
+    assert _first(settings) == (f"round 1 (attempt 1) starting model {digest}: the stored file {path} does not "
+                                f"hash to it, the hash on the ledger; its bytes hash to {tampered}")
+    path.unlink()
+    assert _first(settings).startswith(f"round 1 (attempt 1) starting model {digest} is not in the blob store")
 
 
 def test_a_changed_candidate_blob_is_named(home: tuple[Settings, Recorded]) -> None:

@@ -46,6 +46,9 @@ def test_a_changed_byte_is_detected(tmp_path: Path, model: bytes) -> None:
     with pytest.raises(BlobMismatch) as exc:
         store.get(digest)
     assert exc.value.expected == digest and exc.value.actual == sha256_hex(bytes(damaged))
+    # The message names the file's own hash as its bytes' and the name as the hash it should have.
+    assert f"its bytes hash to {sha256_hex(bytes(damaged))[:12]}" in exc.value.user_message
+    assert f"not to {digest[:12]}" in exc.value.user_message
     assert store.verify(digest) is False
     with pytest.raises(BlobNotFound):
         store.get("ab" * 32)
@@ -89,6 +92,10 @@ def lying_peer() -> Iterator[str]:
 
 def test_a_peer_serving_other_bytes_is_refused(tmp_path: Path, model: bytes, lying_peer: str) -> None:
     local = BlobStore(tmp_path)
-    with pytest.raises(BlobMismatch):
+    with pytest.raises(BlobMismatch) as exc:
         fetch_blob(lying_peer, sha256_hex(model), local, timeout=5)
+    sent = sha256_hex(b"not the model the ledger names")
+    assert (exc.value.expected, exc.value.actual) == (sha256_hex(model), sent)
+    assert exc.value.user_message == ("The model received from the peer is not the one on the ledger: its bytes "
+                                      f"hash to {sent[:12]}…, the ledger names {sha256_hex(model)[:12]}….")
     assert not local.has(sha256_hex(model))

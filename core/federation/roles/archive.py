@@ -25,6 +25,7 @@ from core.federation.channel import (
     Finalized,
     MembershipChanged,
     RoundChannel,
+    RoundEvent,
     RoundOpened,
     Voted,
 )
@@ -87,9 +88,13 @@ class RoundArchive:
         state: RoleState | None = None,
         progress: ProgressSink = ignore_progress,
         from_round: int = 1,
+        carried: dict[int, Recorder] | None = None,
     ) -> None:
         self.channel = channel
         self.from_round = from_round  # earlier rounds belong to an earlier run's record
+        # Rounds an earlier run of this home stopped in (killed, or gave up): their record is
+        # carried on in that run's recorder, from the chain, and not started again here.
+        self.carried = dict(carried or {})
         self.recorder = recorder
         self.policy = policy
         self.evaluate = evaluate
@@ -135,10 +140,13 @@ class RoundArchive:
                 for m in event.members
             ])
             return
-        if event.round_number < self.from_round:
+        if event.round_number < self.from_round and event.round_number not in self.carried:
             return
+        self._handle_round_event(event, self.carried.get(event.round_number, self.recorder))
+
+    def _handle_round_event(self, event: RoundEvent, recorder: Recorder) -> None:
         if isinstance(event, RoundOpened):
-            self._opened(event)
+            self._opened(event, recorder)
             return
         entry = self._attempts.get(event.attempt)
         if entry is None:
@@ -153,7 +161,7 @@ class RoundArchive:
             commitment = Commitment(event.hospital_id, n, event.model_hash, event.share_commitments)
             if commitment not in entry.commitments:
                 entry.commitments.append(commitment)
-            self.recorder.record_commitment(commitment)
+            recorder.record_commitment(commitment)
             self.progress(Progress(Stage.COMMITMENT, f"{event.hospital_id} committed {event.model_hash[:12]}",
                                    round_number=n, hospital_id=event.hospital_id))
         elif isinstance(event, CommitsClosed):
@@ -161,14 +169,14 @@ class RoundArchive:
             self._lap(entry, "training")
             for hid in event.dropouts:
                 why = self.failures(event.attempt, hid) or "no commitment by the deadline"
-                self._fail(entry, Failure(n, hid, Stage.TRAINING.value, why))
+                self._fail(recorder, entry, Failure(n, hid, Stage.TRAINING.value, why))
             self.progress(Progress(Stage.VERIFICATION, f"{len(event.candidates)} candidate(s), "
                                    f"{len(event.dropouts)} dropout(s)", round_number=n))
         elif isinstance(event, Voted):
             known = self.scores(event.attempt, event.validator_id) or {}
             votes = [Vote(n, event.validator_id, c, c in event.accepted, known.get(c)) for c in entry.candidates]
             entry.votes = [v for v in entry.votes if v.validator_id != event.validator_id] + votes
-            self.recorder.record_votes(votes)
+            recorder.record_votes(votes)
         elif isinstance(event, Decided):
             self._lap(entry, "verification")
             entry.decisions = [
@@ -176,27 +184,27 @@ class RoundArchive:
                          unverified=event.unverified)
                 for d in event.decisions
             ]
-            self.recorder.record_decisions(entry.decisions)
+            recorder.record_decisions(entry.decisions)
             for hid in event.abstained:
                 if any(c.hospital_id == hid for c in entry.commitments):
-                    self._fail(entry, Failure(n, hid, Stage.VOTING.value, "no vote by the deadline"))
+                    self._fail(recorder, entry, Failure(n, hid, Stage.VOTING.value, "no vote by the deadline"))
             accepted = sum(1 for d in entry.decisions if d.accepted)
             self.progress(Progress(Stage.VOTING, f"{accepted} of {len(entry.decisions)} candidate(s) accepted",
                                    round_number=n))
         elif isinstance(event, Finalized):
-            self._finalized(entry, event)
+            self._finalized(recorder, entry, event)
         elif isinstance(event, Aborted):
-            self.recorder.abort_round(n, event.reason)
+            recorder.abort_round(n, event.reason)
             self.aborted.append(event)
             self._attempts.pop(event.attempt, None)
             self.progress(Progress(Stage.FAILED, f"round {n} aborted: {event.reason}", round_number=n))
 
-    def _opened(self, event: RoundOpened) -> None:
+    def _opened(self, event: RoundOpened, recorder: Recorder) -> None:
         if event.policy_digest != self.policy.digest():
             log.warning("round %d runs under policy %s, not this hospital's %s", event.round_number,
                         event.policy_digest[:12], self.policy.digest()[:12])
         weights = fetch_weights(self.channel, event.previous_hash, COORDINATOR)
-        self.recorder.open_round(event.round_number, event.previous_hash, weights, self.policy)
+        recorder.open_round(event.round_number, event.previous_hash, weights, self.policy)
         now = time.perf_counter()
         self._attempts[event.attempt] = _Attempt(event, now, mark=now)
 
@@ -231,7 +239,7 @@ class RoundArchive:
             self._attempts[attempt] = entry
         return entry
 
-    def _finalized(self, entry: _Attempt, event: Finalized) -> None:
+    def _finalized(self, recorder: Recorder, entry: _Attempt, event: Finalized) -> None:
         self._lap(entry, "aggregation")
         weights = fetch_weights(self.channel, event.global_hash, COORDINATOR)
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
@@ -248,18 +256,18 @@ class RoundArchive:
             metrics=metrics,
             durations=self.timings.pop(event.attempt, None) or dict(entry.durations),
         )
-        self.recorder.finalize_round(outcome)
+        recorder.finalize_round(outcome)
         self.outcomes.append(outcome)
         self._attempts.pop(event.attempt, None)
         self.progress(Progress(Stage.DONE, f"round {event.round_number} finalised: {len(event.contributors)} "
                                f"of {len(entry.decisions)} accepted", fraction=1.0,
                                round_number=event.round_number, values=metrics))
 
-    def _fail(self, entry: _Attempt, failure: Failure) -> None:
+    def _fail(self, recorder: Recorder, entry: _Attempt, failure: Failure) -> None:
         if failure in entry.failures:
             return
         entry.failures.append(failure)
-        self.recorder.record_failure(failure)
+        recorder.record_failure(failure)
         self.progress(Progress(Stage.FAILED, f"{failure.hospital_id} failed at {failure.stage}: "
                                f"{failure.message}", round_number=failure.round_number,
                                hospital_id=failure.hospital_id))

@@ -224,6 +224,26 @@ def test_a_model_store_that_lies_gets_its_candidate_rejected(data, tmp_path) -> 
     fed.recorder.database.close()
 
 
+def test_a_committed_blob_that_is_not_a_model_is_rejected_and_the_rounds_go_on(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # hospital-4 publishes garbage bytes and commits to their (correct) hash: the blob is what it
+    # committed, but no model. Validators reject it, the coordinator aggregates the others.
+    fed = build(data, tmp_path, rounds=2)
+    fed.coordinator.step()
+    garbage = fed.ledger.channel("hospital-4")
+    garbage.commit(1, garbage.put_blob(b"\x00not a model at all\xff" * 64), 100)
+    fed.run()
+    channel = fed.ledger.channel("x")
+    first, second = channel.round(1), channel.round(2)
+    assert first is not None and first.phase is Phase.FINAL and first.attempt == 1
+    assert "hospital-4" in first.candidates and "hospital-4" not in first.accepted
+    assert set(first.contributors) == {"hospital-1", "hospital-2", "hospital-3"}
+    assert second is not None and second.phase is Phase.FINAL  # the next round goes on, hospital-4 in it
+    assert "hospital-4" in second.candidates
+    one = fed.archive.outcomes[0]
+    assert next(d for d in one.decisions if d.candidate_id == "hospital-4").status.value == "rejected"
+    fed.recorder.database.close()
+
+
 def test_the_unverified_baseline_takes_every_candidate_unvoted(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     fed = build(data, tmp_path, verified=False)
     fed.run()
