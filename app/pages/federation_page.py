@@ -123,12 +123,16 @@ class FederationPage(QWidget):
         self._live_id: int | None = None  # the run watched live: its view stays until another is picked
 
         # -- where the federation runs
-        self.embedded = QRadioButton("Embedded demo federation: simulated peer hospitals and an in-process "
-                                     "ledger on this machine", objectName="embeddedRadio", checked=True)
-        self.configured = QRadioButton("Simulated on the configured network: every hospital is still simulated "
-                                       "on this machine, recorded on the ledger node and SMPC players from "
-                                       "Settings (a test of that network, not a real federation)",
-                                       objectName="configuredRadio")
+        self.embedded = QRadioButton("Embedded demo federation", objectName="embeddedRadio", checked=True)
+        self.embedded.setToolTip("Simulated peer hospitals and an in-process ledger on this machine.")
+        self.configured = QRadioButton("Simulated on the configured network", objectName="configuredRadio")
+        self.configured.setToolTip("Every hospital is still simulated on this machine; the rounds are recorded "
+                                   "on the ledger node and run on the SMPC players set in Settings (a test of "
+                                   "that network, not a real federation).")
+        mode_help = QLabel("Both run every hospital on this machine; the second records on the ledger node and "
+                           "SMPC players of Settings (a test of that network, not a real federation).",
+                           objectName="caption")
+        mode_help.setWordWrap(True)
         self.network_note = QLabel(objectName="caption")
         self.network_note.setWordWrap(True)
         group = QButtonGroup(self)
@@ -141,6 +145,7 @@ class FederationPage(QWidget):
         mode_layout = QVBoxLayout(mode_box)
         mode_layout.addWidget(self.embedded)
         mode_layout.addWidget(self.configured)
+        mode_layout.addWidget(mode_help)
         mode_layout.addWidget(self.network_note)
         mode_layout.addWidget(join_hint)
 
