@@ -25,7 +25,7 @@ from core.settings import Settings
 from core.state.blobs import BlobStore
 from core.state.db import Database, open_database
 from core.state.queries import FederationView, RoundView, list_federations, list_rounds
-from core.state.role_state import SqliteRoleState
+from core.state.role_state import SqliteRoleState, role_names
 from ledger.audit import AuditReport, audit_history, check_blob
 from ledger.consortium import recover_signer, verify_on_chain
 from ledger.errors import ChainFileMissing
@@ -322,23 +322,46 @@ def _held_candidates(history: LedgerHistory, blobs: BlobStore, taken_part: set[i
 
 def _check_ballots(db: Database, federations: list[FederationView], local: dict[int, list[RoundView]],
                    history: LedgerHistory, kit: Consortium | None, notes: list[str]) -> tuple[list[str], int]:
-    """Every ballot this home's node holds opens to its scores hash on the ledger, and accepts
-    what the round's policy gives for its scores."""
+    """Every ballot this home holds (its node's, or every simulated node's) opens to its scores
+    hash on the ledger, accepts what the round's policy gives for its scores, and is what the
+    local database shows of that validator's scores."""
     problems: list[str] = []
     checked = 0
     for federation in federations:
-        document = SqliteRoleState(db, federation.id, NODE_ROLE).load()
-        for key, raw in sorted(document.get("ballots", {}).items(), key=lambda kv: int(kv[0])):
-            try:
-                ballot = Ballot.from_dict(raw)
-            except (KeyError, TypeError, ValueError, AssertionError) as exc:
-                problems.append(f"the ballot of attempt {key} in this home's node state is unreadable ({exc})")
-                continue
-            checked += 1
-            problem = _check_ballot(ballot, history, local[federation.id], kit, notes)
-            if problem:
-                problems.append(problem)
+        attackers = {h.hospital_id for h in federation.hospitals if h.malicious}
+        for role in role_names(db, federation.id, NODE_ROLE):
+            document = SqliteRoleState(db, federation.id, role).load()
+            for key, raw in sorted(document.get("ballots", {}).items(), key=lambda kv: int(kv[0])):
+                try:
+                    ballot = Ballot.from_dict(raw)
+                except (KeyError, TypeError, ValueError, AssertionError) as exc:
+                    problems.append(f"the ballot of attempt {key} in this home's {role} state is unreadable ({exc})")
+                    continue
+                checked += 1
+                problem = _check_ballot(ballot, history, local[federation.id], kit, notes)
+                if problem and ballot.validator_id in attackers and "policy accepts" in problem:
+                    # A simulated attacker votes against its own scores: that is its attack.
+                    notes.append(f"{problem} (a simulated attacker)")
+                    problem = None
+                problem = problem or _scores_on_record(ballot, local[federation.id])
+                if problem:
+                    problems.append(problem)
     return problems, checked
+
+
+def _scores_on_record(ballot: Ballot, local: list[RoundView]) -> str | None:
+    """The scores the local database shows for this validator's votes are its ballot's."""
+    rounds = [r for r in local if r.number == ballot.round_number]
+    for round_ in rounds[-1:]:
+        for model in round_.models:
+            for vote in model.votes:
+                if vote.validator_id != ballot.validator_id or not vote.scores:
+                    continue
+                held = ballot.scores.get(vote.candidate_id)
+                if held is None or {k: float(v) for k, v in held.as_dict().items()} != dict(vote.scores):
+                    return (f"the scores recorded for {ballot.validator_id}'s vote on {vote.candidate_id} in round "
+                            f"{ballot.round_number} are not those of its ballot (which opens to the ledger's hash)")
+    return None
 
 
 def _check_ballot(ballot: Ballot, history: LedgerHistory, local: list[RoundView], kit: Consortium | None,

@@ -43,6 +43,7 @@ from core.settings import Settings, check_rpc_url
 from core.state.models import FederationStatus
 from core.state.db import Database
 from core.state.recorder import SqliteRecorder, unfinished_rounds
+from core.state.role_state import SqliteRoleState
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,10 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         # Honest nodes are stepped first, so an attack plugin that asks for the round's other
         # updates (the omniscient adversary of robustness research) sees them before it commits.
         ordered = sorted(hospitals, key=lambda h: h.attack is not None)
-        nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress)
+        # Each simulated node keeps its ballots in this home's database, as a site's node does, so
+        # the audit can open every vote's scores against its hash on the ledger.
+        nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress,
+                              state=SqliteRoleState(database, sqlite.federation_id, f"node:{h.info.hospital_id}"))
                  for h in ordered]
         coordinator_channel = channels.channel(COORDINATOR)
         start = initial_weights(spec, config.seed)

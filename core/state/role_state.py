@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from core.federation.roles.state import RoleState
 from core.state.db import Database
 from core.state.models import RoleStateRecord
@@ -27,3 +29,11 @@ class SqliteRoleState(RoleState):
                 session.add(RoleStateRecord(federation_id=self.federation_id, role=self.role, document=document))
             else:
                 record.document = dict(document)
+
+
+def role_names(database: Database, federation_id: int, prefix: str) -> list[str]:
+    """The roles of a federation whose state is kept here, by name prefix ("node" finds the
+    node of a deployment site and every "node:<hospital>" of a simulation)."""
+    with database.session(read_only=True) as session:
+        names = session.scalars(select(RoleStateRecord.role).where(RoleStateRecord.federation_id == federation_id))
+        return sorted(n for n in names if n == prefix or n.startswith(prefix + ":"))

@@ -64,9 +64,10 @@ def test_an_intact_home_passes_the_audit(home: tuple[Settings, Recorded]) -> Non
     settings, recorded = home
     result = audit_ledger(settings)
     assert result.ok, result.discrepancies
-    assert result.rounds_compared == 2 and result.ballots_checked == 2
+    assert result.rounds_compared == 2 and result.ballots_checked == 6  # every validator, both rounds
     assert result.chain.blobs_checked == 3  # the initial model and both global models
-    assert result.notes == ["federation 2 was recorded without the ledger; not compared"]
+    assert result.notes[0] == "federation 2 was recorded without the ledger; not compared"
+    assert all("a simulated attacker" in n for n in result.notes[1:]) and len(result.notes) == 3  # its 2 votes
     assert format_audit(result).startswith("ledger audit OK: ")
     history = show_ledger(settings)
     assert [(r.number, r.state, r.contributors) for r in history.rounds] == [
@@ -291,3 +292,25 @@ def test_a_ballot_must_accept_what_the_policy_gives_for_its_scores(
     history = LedgerHistory("0x", 1, "test", 9, {}, [entry], 7)
     local_round = type("LocalRound", (), {"number": 1, "policy": policy.as_dict()})()
     assert _check_ballot(ballot, history, [local_round], None, []) == problem  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("field", ["correct", "cosine"])
+def test_a_vote_score_changed_in_sqlite_is_named(field: str, home: tuple[Settings, Recorded]) -> None:
+    settings, _ = home
+    where = ("validator_id = 'hospital-2' AND candidate_id = 'hospital-3' "
+             "AND round_id = (SELECT id FROM rounds WHERE number = 1 AND federation_id = 1)")
+    with sqlite3.connect(settings.db_path) as conn:
+        (raw,) = conn.execute(f"SELECT scores FROM votes WHERE {where}").fetchone()
+    scores = json.loads(raw)
+    assert scores, "a simulated validator's scores are recorded with its vote"
+    scores[field] = scores[field] + 1.0
+    _sql(settings, f"UPDATE votes SET scores = ? WHERE {where}", json.dumps(scores))
+    assert _first(settings) == ("the scores recorded for hospital-2's vote on hospital-3 in round 1 are not those "
+                                "of its ballot (which opens to the ledger's hash)")
+
+
+def test_a_simulated_attackers_ballots_are_noted_not_failed(home: tuple[Settings, Recorded]) -> None:
+    settings, _ = home
+    result = audit_ledger(settings)
+    assert result.ok, result.discrepancies
+    assert any("hospital-3's ballot" in n and "a simulated attacker" in n for n in result.notes)
