@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-
 from core.attacks.registry import create_attack
 from core.data.loading import load_dataset
 from core.data.partition import partition
@@ -44,6 +42,7 @@ from core.services.consortium import check_consortium
 from core.settings import Settings
 from core.state.db import Database
 from core.state.models import Federation
+from core.state.queries import find_federation
 from core.state.recorder import SqliteRecorder
 from core.state.role_state import SqliteRoleState
 from ledger.errors import NodeUnavailable
@@ -176,10 +175,10 @@ def federation_name(consortium: Consortium) -> str:
 def _federation_row(database: Database, consortium: Consortium) -> int:
     """This site's record of the consortium: one federation row, found again at every start."""
     name = federation_name(consortium)
+    existing = find_federation(database, name)
+    if existing is not None:
+        return existing.id
     with database.session() as session:
-        existing = session.scalars(select(Federation.id).where(Federation.name == name)).first()
-        if existing is not None:
-            return int(existing)
         row = Federation(name=name, config={"consortium": consortium.name,
                                             "contract": consortium.contract.address,
                                             "chain_id": consortium.chain_id})
@@ -195,8 +194,8 @@ def _bind_address(store_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def _open_site(settings: Settings, plan_consortium: Path, rpc_url: str | None,
-               progress: ProgressSink) -> tuple[ConsortiumSite, Database, int, list[Callable[[], None]]]:
+def _open_site(settings: Settings, plan_consortium: Path,
+               rpc_url: str | None) -> tuple[ConsortiumSite, Database, int, list[Callable[[], None]]]:
     site = check_consortium(plan_consortium, settings=settings, rpc_url=rpc_url)
     database = wiring.open_state(settings)
     return site, database, _federation_row(database, site.consortium), []
@@ -205,7 +204,7 @@ def _open_site(settings: Settings, plan_consortium: Path, rpc_url: str | None,
 def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignore_progress) -> Site:
     """This machine's hospital in the consortium, ready to `run`."""
     progress = exit_hook(progress)
-    site, database, federation_id, closers = _open_site(settings, plan.consortium, plan.rpc_url, progress)
+    site, database, federation_id, closers = _open_site(settings, plan.consortium, plan.rpc_url)
     try:
         if site.hospital_id is None:
             raise ConfigError("This machine's account is the consortium's coordinator, not a hospital: "
@@ -265,7 +264,7 @@ def open_coordinator(plan: CoordinatorPlan, settings: Settings, progress: Progre
     if plan.rounds < 1:
         raise ConfigError("Run at least one round.")
     progress = exit_hook(progress)
-    site, database, federation_id, closers = _open_site(settings, plan.consortium, plan.rpc_url, progress)
+    site, database, federation_id, closers = _open_site(settings, plan.consortium, plan.rpc_url)
     try:
         consortium = site.consortium
         if site.account.lower() != consortium.coordinator.address.lower():
