@@ -1,0 +1,1 @@
+"""Authenticated, encrypted links between the parties of an SMPC session."""
