@@ -24,8 +24,11 @@ from core.models.weights import Weights
 from core.progress import CancelToken
 from core.settings import SMPC_PROTOCOLS
 from smpc.compat import graph_rng_devices, initialize_rng_states, session_config, tfe
-from smpc.errors import CommitmentMismatch, PlayerUnavailable, ProtocolUnsupported, SmpcError
-from smpc.fixedpoint import FixedPointFormat, new_salt, reconstruct, share, share_commitment
+from smpc import shared_vars as names
+from smpc.errors import PlayerUnavailable, ProtocolUnsupported, SmpcError
+from smpc.fixedpoint import FixedPointFormat, reconstruct, share
+from smpc.layout import RoundLayout
+from smpc.shared_vars import VariableAccess
 from smpc.network import PrivateNetwork
 from smpc.players import DRIVER, LOCAL_JOB, ROLES, PlayerConfig
 
@@ -75,76 +78,6 @@ def _tfe_fixedpoint(fmt: FixedPointFormat) -> Any:
     )
 
 
-@dataclass(frozen=True)
-class HeldShares:
-    """What the players hold for one candidate of one round, and what it was committed to."""
-
-    hospital_id: str
-    round_number: int
-    slot: int
-    salt: bytes
-    commitments: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CandidateScores:
-    """Revealed results for one candidate: per validator the correct count and the dot product
-    with the validator's own update, plus the candidate's squared norm."""
-
-    correct: dict[str, int]
-    margin_sum: dict[str, float]  # sum over rows of (k-1) * (true logit - mean of the others)
-    dot: dict[str, float]
-    squared_norm: float
-
-
-@dataclass(frozen=True)
-class ValidatorGroup:
-    """Up to `capacity` validators scored together: their ids, what each knows of its own
-    correct count without SMPC, the shared own updates, and a fresh sharing of each batch."""
-
-    ids: list[str]
-    base_counts: dict[str, int]
-    ref_feed: dict
-    batch_feeds: Callable[[], Iterator[dict]]
-
-
-class _Slot:
-    """Two share variables per weight tensor (one on each share-holding player)."""
-
-    def __init__(self, sess: SmpcSession, name: str, shapes: Sequence[tuple[int, ...]]) -> None:
-        prot, factory = sess.prot, sess.prot.tensor_factory
-        self.vars0: list[Any] = []
-        self.vars1: list[Any] = []
-        self.feeds0: list[tf.Tensor] = []
-        self.feeds1: list[tf.Tensor] = []
-        assigns = []
-        with tf.name_scope(name):
-            for i, shape in enumerate(shapes):
-                for device, vars_, feeds in (
-                    (prot.server_0.device_name, self.vars0, self.feeds0),
-                    (prot.server_1.device_name, self.vars1, self.feeds1),
-                ):
-                    with tf.device(device):
-                        var = factory.variable(np.zeros(shape, np.int64), encode=False)
-                        feed = tf.compat.v1.placeholder(tf.int64, shape, name=f"w{i}")
-                        assigns.append(var.variable.assign(feed))
-                    vars_.append(var)
-                    feeds.append(feed)
-        self.assign = tf.group(*assigns)
-        self.private = [
-            tfe.protocol.pond.PondPrivateVariable(prot, v0, v1, True)
-            for v0, v1 in zip(self.vars0, self.vars1, strict=True)
-        ]
-        self.variables = [v.variable for v in (*self.vars0, *self.vars1)]
-        self.load: tf.Operation | None = None  # set once the slot is wired to the network
-        self.similarity: list[tf.Tensor] = []
-
-    def feed(self, shares0: Sequence[np.ndarray], shares1: Sequence[np.ndarray]) -> dict:
-        out = dict(zip(self.feeds0, shares0, strict=True))
-        out.update(zip(self.feeds1, shares1, strict=True))
-        return out
-
-
 class SmpcSession:
     """Players, graphs and held shares of one federation (one model architecture)."""
 
@@ -183,12 +116,10 @@ class SmpcSession:
         self._lock = threading.RLock()
         self._graph: tf.Graph | None = None
         self._sess: tf.compat.v1.Session | None = None
-        self._slots: list[_Slot] = []
-        self._held: dict[str, HeldShares] = {}
-        self._global_slot: _Slot | None = None
+        self._slots: list[_SlotPrograms] = []
         self._shapes: list[tuple[int, ...]] = []
-        self._agg_cache: dict[int, tuple[Any, Any, tf.Tensor]] = {}
-        self._dot_cache: dict[int, Any] = {}
+        self._agg_cache: dict[int, tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]] = {}
+        self.fetched: list[str] = []  # names of every tensor this driver fetched: public results only
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -216,7 +147,6 @@ class SmpcSession:
             if self._sess is not None:
                 _close_bounded(self._sess, timeout_s=5.0)
             self._sess = None
-            self._held.clear()
 
     def _target(self) -> str:
         if self.players is None:
@@ -312,15 +242,20 @@ class SmpcSession:
             # A remote session's close waits for every worker, the dead one included.
             _close_bounded(self._sess, timeout_s=0.0)
         self._sess = None
-        self._held.clear()
 
     def run(self, fetches: Any, feed: dict | None = None, *, what: str = "computing") -> Any:
+        return self._run(fetches, feed, what=what, record=True)
+
+    def _run(self, fetches: Any, feed: dict | None, *, what: str, record: bool) -> Any:
         with self._lock:
             if self._sess is None:
                 self._connect()
             assert self._sess is not None
             if self.players is not None:
                 self.players.probe(min(self.timeout_s, 5.0))
+            if record:
+                # What the driver receives, kept so a test can show it is public results only.
+                self.fetched.extend(t.name for t in tf.nest.flatten(fetches) if isinstance(t, tf.Tensor))
             with self._translate_errors(what):
                 return self._sess.run(fetches, feed_dict=feed, options=self._options())
 
@@ -379,11 +314,42 @@ class SmpcSession:
         with self._building():
             self._build_scoring()
 
+    @property
+    def holders(self) -> tuple[str, str]:
+        """Device names of the two share holders (server0, server1)."""
+        return self.prot.server_0.device_name, self.prot.server_1.device_name
+
+    def _public_pair(self, dtype: Any, shape: Sequence[int], name: str) -> tuple[tf.Tensor, tf.Tensor]:
+        """The same public value fed to each share holder, so no op runs on the driver."""
+        pair = []
+        for p, device in enumerate(self.holders):
+            with tf.device(device):
+                pair.append(tf.compat.v1.placeholder(dtype, list(shape), name=f"{name}{p}"))
+        return pair[0], pair[1]
+
+    def _named_private(self, make: Callable[[int], tf.Tensor], scaled: bool) -> Any:
+        """A private tensor whose share p is `make(p)`, built on share holder p."""
+        parts = []
+        for p, device in enumerate(self.holders):
+            with tf.device(device):
+                parts.append(make(p))
+        return self.private(parts[0], parts[1], scaled)
+
     def _build_scoring(self) -> None:
         prot, spec = self.prot, self.spec
         b, c, k = self.batch_size, self.capacity, spec.num_classes
-        self.x_feed = self._placeholder_pair([b, *spec.input_shape], "x")
-        x = self.private(*self.x_feed, True)
+        self.param_count = int(sum(np.prod(s) for s in self._shapes))
+        self.batch_index = self._public_pair(tf.int32, [], "batch")
+        self.group_index = self._public_pair(tf.int32, [], "group")
+        self.result_row = self._public_pair(tf.int32, [], "row")
+
+        def batch_of(kind: str, inner: list[int]) -> Callable[[int], tf.Tensor]:
+            # One batch of the stacked inputs the holder assembled from its owners' shares.
+            return lambda p: tf.reshape(
+                tf.gather(names.read(names.input_name(kind, p), [None, *inner]), self.batch_index[p]), inner
+            )
+
+        x = self._named_private(batch_of("x", [b, *spec.input_shape]), True)
         self.net = PrivateNetwork(spec)
         logits = self.net(x)
         # tf-encrypted keeps Conv2D biases as (filters, 1, 1); sizes must agree, shapes may not.
@@ -393,18 +359,14 @@ class SmpcSession:
                 "The SMPC network does not match the Keras model's weights.",
                 detail=f"{[v.shape.as_list() for v in self.net.weight_variables]} vs {self._shapes}",
             )
-        self._global_slot = _Slot(self, "global", self._shapes)
-        # Membership (k > 2) or signed label (k = 2) per validator column, transposed: (C, B).
-        self.w_feed = self._placeholder_pair([c, b], "w")
-        w = self.private(*self.w_feed, False)
+        # Signed label (k = 2) or membership (k > 2) per validator column, transposed: (C, B).
+        w = self._named_private(batch_of("w", [c, b]), False)
         if k == 2:
             diff = self._local(lambda t: t[:, 1:2] - t[:, 0:1], logits)  # (B, 1)
             hits = prot.greater(diff, 0.0)
         else:
-            self.y_feed = self._placeholder_pair([b, k], "y")  # one-hot, unscaled
-            self.yfix_feed = self._placeholder_pair([b, k], "yfix")  # one-hot, scaled
-            y_int = self.private(*self.y_feed, False)
-            y_fix = self.private(*self.yfix_feed, True)
+            y_int = self._named_private(batch_of("y", [b, k]), False)  # one-hot, unscaled
+            y_fix = self._named_private(batch_of("yfix", [b, k]), True)  # one-hot, scaled
             true_logit = prot.reduce_sum(prot.mul(y_int, logits), axis=1, keepdims=True)
             # Correct iff the true class's logit beats every other; the +1 on the true column
             # makes its own comparison pass.
@@ -416,228 +378,172 @@ class SmpcSession:
         counts = prot.matmul(w, hits)  # (C, 1), unscaled: no truncation
         # Margin sums: per validator, sum over its rows of (k-1) * true logit - other logits, with
         # integer coefficients so the product needs no truncation.
-        self.a_feed = self._placeholder_pair([c, b * k], "a")
-        coeffs = self.private(*self.a_feed, False)
+        coeffs = self._named_private(batch_of("a", [c, b * k]), False)
         flat_logits = self._local(lambda t: tf.reshape(t, [b * k, 1]), logits)
-        margins = prot.matmul(coeffs, flat_logits)  # (C, 1), scaled
-        with tf.name_scope("accumulator"):
-            updates, resets, reads = [], [], []
-            for device, parts in (
-                (prot.server_0.device_name, (counts.share0, margins.share0)),
-                (prot.server_1.device_name, (counts.share1, margins.share1)),
-            ):
-                with tf.device(device):
-                    var = tf.Variable(tf.zeros([c, 2], tf.int64), trainable=False, name="acc")
-                    updates.append(var.assign_add(tf.concat([p.value for p in parts], axis=1)))
-                    resets.append(var.assign(tf.zeros([c, 2], tf.int64)))
-                    reads.append(var)
+        margin_sums = prot.matmul(coeffs, flat_logits)  # (C, 1), scaled
+        updates, resets, self._acc_now = [], [], []
+        for p, (device, parts) in enumerate(zip(
+            self.holders, ((counts.share0, margin_sums.share0), (counts.share1, margin_sums.share1)), strict=True
+        )):
+            with tf.device(device):
+                name = names.accumulator_name(p)
+                update = tf.raw_ops.AssignAddVariableOp(
+                    resource=names.handle(name, [c, 2]), value=tf.concat([q.value for q in parts], axis=1)
+                )
+                updates.append(update)
+                resets.append(names.assign(name, tf.zeros([c, 2], tf.int64)))
         self.acc_update = tf.group(*updates)
         self.acc_reset = tf.group(*resets)
-        # The last batch of a group updates and reveals in one run.
-        with tf.control_dependencies([self.acc_update]):
-            self.acc_update_read = [tf.identity(v.read_value()) for v in reads]
-        self.param_count = int(sum(np.prod(s) for s in self._shapes))
-        self.ref_feed = self._placeholder_pair([c, self.param_count], "ref")
+        self.refs = self._named_private(
+            lambda p: tf.reshape(
+                tf.gather(names.read(names.input_name("ref", p), [None, c, self.param_count]), self.group_index[p]),
+                [c, self.param_count],
+            ),
+            False,
+        )
 
-    def _build_slot(self) -> _Slot:
-        """A new candidate slot with its load (into the network) and similarity programs."""
-        assert self._global_slot is not None
+    def _global_private(self) -> list[Any]:
+        return [
+            self._named_private(lambda p, i=i, s=s: names.read(names.global_name(p, i), s), True)
+            for i, s in enumerate(self._shapes)
+        ]
+
+    def _build_slot(self) -> None:
+        """Programs of candidate slot `len(self._slots)`: load it (global + update) into the
+        network, and publish its scores for one validator group into the holders' results."""
+        index = len(self._slots)
+        prot, c = self.prot, self.capacity
         with self._building():
-            index = len(self._slots)
-            slot = _Slot(self, f"slot{index}", self._shapes)
-            prot = self.prot
+            delta = [
+                self._named_private(lambda p, i=i, s=s: names.read(names.slot_name(index, p, i), s), True)
+                for i, s in enumerate(self._shapes)
+            ]
             with tf.name_scope(f"load{index}"):
                 ops = []
-                for layer_var, g, d in zip(
-                    self.net.weight_variables, self._global_slot.private, slot.private, strict=True
-                ):
-                    value = prot.add(g.read_value(), d.read_value())
+                for layer_var, g, d in zip(self.net.weight_variables, self._global_private(), delta, strict=True):
+                    value = prot.add(g, d)
                     shape = layer_var.shape.as_list()
-                    with tf.device(prot.server_0.device_name):
+                    with tf.device(self.holders[0]):
                         ops.append(layer_var.variable0.variable.assign(tf.reshape(value.share0.value, shape)))
-                    with tf.device(prot.server_1.device_name):
+                    with tf.device(self.holders[1]):
                         ops.append(layer_var.variable1.variable.assign(tf.reshape(value.share1.value, shape)))
-                slot.load = tf.group(*ops)
-            with tf.name_scope(f"similarity{index}"):
-                flat = self._local(
-                    lambda *ts: tf.concat([tf.reshape(t, [-1]) for t in ts], axis=0),
-                    *[p.read_value() for p in slot.private],
-                )
+                load = tf.group(*ops)
+            with tf.name_scope(f"publish{index}"):
+                flat = self._local(lambda *ts: tf.concat([tf.reshape(t, [-1]) for t in ts], axis=0), *delta)
                 # Marked unscaled so no product is truncated: the sums stay exact at scale^2 and
                 # only the ring (guarded by the norm bound at sharing) limits them.
                 flat = self.private(flat.share0.value, flat.share1.value, False)
-                refs = self.private(*self.ref_feed, False)
-                tiled = self._local(lambda t: tf.tile(tf.reshape(t, [1, -1]), [self.capacity, 1]), flat)
-                dots = prot.reduce_sum(prot.mul(refs, tiled), axis=1)
+                tiled = self._local(lambda t: tf.tile(tf.reshape(t, [1, -1]), [c, 1]), flat)
+                dots = prot.reduce_sum(prot.mul(self.refs, tiled), axis=1)
                 squares = prot.reduce_sum(prot.mul(flat, flat))
-                slot.similarity = [
-                    dots.share0.value,
-                    dots.share1.value,
-                    squares.share0.value,
-                    squares.share1.value,
-                ]
-            init = tf.compat.v1.variables_initializer(slot.variables)
-        self._slots.append(slot)
-        if self._sess is not None:
-            self.run(init, what="preparing a candidate slot")
-        return slot
+                publish = []
+                with tf.control_dependencies([self.acc_update]):
+                    for p, (device, dot, square) in enumerate(zip(
+                        self.holders, (dots.share0, dots.share1), (squares.share0, squares.share1), strict=True
+                    )):
+                        with tf.device(device):
+                            acc = names.read(names.accumulator_name(p), [c, 2])
+                            row = tf.concat([
+                                acc, tf.reshape(dot.value, [c, 1]), tf.fill([c, 1], tf.reshape(square.value, [])),
+                            ], axis=1)
+                            publish.append(tf.raw_ops.ResourceScatterUpdate(
+                                resource=names.handle(names.result_name(p), [None, c, 4]),
+                                indices=tf.reshape(self.result_row[p], [1]),
+                                updates=tf.reshape(row, [1, c, 4]),
+                            ))
+                publish_op = tf.group(*publish)
+        self._slots.append(_SlotPrograms(load=load, publish=publish_op))
 
-    def _aggregation_program(self, n_slots: int) -> tuple[Any, Any, tf.Tensor]:
+    def ensure_slots(self, count: int) -> None:
+        with self._lock:
+            while len(self._slots) < count:
+                self._build_slot()
+
+    def _aggregation_program(
+        self, n_slots: int
+    ) -> tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
         """sum_k n_k * share_k on each share holder; the integer weights n_k are public."""
         if n_slots not in self._agg_cache:
             with self._building(), tf.name_scope(f"aggregate{n_slots}"):
-                weights = tf.compat.v1.placeholder(tf.int64, [n_slots], name="sample_counts")
-                sums = []
-                for device, attr in (
-                    (self.prot.server_0.device_name, "vars0"),
-                    (self.prot.server_1.device_name, "vars1"),
-                ):
+                weights = self._public_pair(tf.int64, [n_slots], "sample_counts")
+                sums: list[list[tf.Tensor]] = []
+                for p, device in enumerate(self.holders):
                     with tf.device(device):
-                        per_tensor = []
-                        for i in range(len(self._shapes)):
-                            terms = [
-                                weights[s] * getattr(self._slots[s], attr)[i].variable.read_value()
-                                for s in range(n_slots)
-                            ]
-                            per_tensor.append(tf.add_n(terms))
-                        sums.append(per_tensor)
+                        sums.append([
+                            tf.add_n([weights[p][s] * names.read(names.slot_name(s, p, i), shape)
+                                      for s in range(n_slots)])
+                            for i, shape in enumerate(self._shapes)
+                        ])
             self._agg_cache[n_slots] = (sums[0], sums[1], weights)
         return self._agg_cache[n_slots]
 
     # ---------------------------------------------------------------- operations
 
+    def holder_access(self, holder: int) -> VariableAccess:
+        """Named-variable access for an in-process share holder (the embedded players)."""
+        if self.is_remote:
+            raise SmpcError("Remote players assign their own variables; the driver cannot.")
+        assert self._graph is not None
+        return VariableAccess(self.holders[holder], self._graph, self._run_unrecorded, self._lock)
+
+    def _run_unrecorded(self, fetches: Any, feed: dict | None) -> Any:
+        return self._run(fetches, feed, what="storing player values", record=False)
+
     def load_global(self, global_weights: Weights) -> None:
         """Shares the (public) global model into the players; candidates are added to it."""
-        assert self._global_slot is not None
         encoded = [self.fmt.encode(w, what="global model weights") for w in global_weights]
         shares = [share(e) for e in encoded]
-        self.run(
-            self._global_slot.assign,
-            self._global_slot.feed([s[0] for s in shares], [s[1] for s in shares]),
-            what="loading the global model",
-        )
+        with self._lock, self._building():
+            if not hasattr(self, "_global_assign"):
+                feeds, ops = [], []
+                for i, shape in enumerate(self._shapes):
+                    pair = self._public_pair(tf.int64, shape, f"global{i}_")
+                    for p, device in enumerate(self.holders):
+                        with tf.device(device):
+                            ops.append(names.assign(names.global_name(p, i), pair[p]))
+                    feeds.append(pair)
+                self._global_assign = (feeds, tf.group(*ops))
+        feeds, op = self._global_assign
+        feed = {}
+        for pair, (s0, s1) in zip(feeds, shares, strict=True):
+            feed[pair[0]], feed[pair[1]] = s0, s1
+        self.run(op, feed, what="loading the global model")
 
-    def hold(self, hospital_id: str, round_number: int, delta: Weights) -> HeldShares:
-        """Secret-shares a candidate's update into a slot; returns the commitments to its shares."""
-        with self._lock:
-            what = f"update of hospital {hospital_id}"
-            self.fmt.check_norm(np.concatenate([np.ravel(d) for d in delta]), what=what)
-            encoded = [self.fmt.encode(d, what=what) for d in delta]
-            shares = [share(e) for e in encoded]
-            previous = self._held.get(hospital_id)
-            used = {h.slot for h in self._held.values()}
-            if previous is not None:
-                index = previous.slot
-            else:
-                free = [i for i in range(len(self._slots)) if i not in used]
-                index = free[0] if free else self._build_slot_index()
-            slot = self._slots[index]
-            self.run(
-                slot.assign,
-                slot.feed([s[0] for s in shares], [s[1] for s in shares]),
-                what="sharing an update",
-            )
-            salt = new_salt()
-            commitments = tuple(
-                share_commitment(
-                    salt, self._context(hospital_id, round_number, player), [s[p] for s in shares]
-                )
-                for p, player in enumerate(self.player_names[:2])
-            )
-            held = HeldShares(hospital_id, round_number, index, salt, commitments)
-            self._held[hospital_id] = held
-            return held
-
-    def _build_slot_index(self) -> int:
-        self._build_slot()
-        return len(self._slots) - 1
-
-    @staticmethod
-    def _context(hospital_id: str, round_number: int, player: str) -> str:
-        return f"round={round_number};hospital={hospital_id};player={player}"
-
-    def held(self, hospital_id: str) -> HeldShares:
-        held = self._held.get(hospital_id)
-        if held is None:
-            raise CommitmentMismatch(
-                f"The SMPC players hold no verified update of hospital {hospital_id} "
-                "(it was never committed, or a player restarted since).",
-                hospital_id=hospital_id,
-            )
-        return held
-
-    def release(self) -> None:
-        with self._lock:
-            self._held.clear()
-
-    def score_candidate(
-        self, hospital_id: str, groups: Sequence[ValidatorGroup], cancel: CancelToken | None = None
-    ) -> CandidateScores:
-        """Runs one held candidate on every batch of every validator group: one run to load it,
-        one per batch, the last of a group also revealing that group's scores. `cancel` is
+    def score(self, layout: RoundLayout, cancel: CancelToken | None = None,
+              on_candidate: Callable[[int], None] | None = None) -> None:
+        """Scores every candidate slot of `layout` on every validator group; each group's scores
+        stay with the share holders (their results variable), nothing is fetched. `cancel` is
         checked between batches."""
-        slot = self._slots[self.held(hospital_id).slot]
-        correct: dict[str, int] = {}
-        margin: dict[str, float] = {}
-        dot: dict[str, float] = {}
-        squared = 0.0
-        for index, group in enumerate(groups):
-            self.run(
-                [slot.load, self.acc_reset] if index == 0 else self.acc_reset, what="loading a candidate"
-            )
-            feeds = iter(group.batch_feeds())
-            feed = next(feeds)
-            for following in feeds:
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                self.run(self.acc_update, feed, what="scoring")
-                feed = following
-            (acc0, acc1), (d0, d1, s0, s1) = self.run(
-                [self.acc_update_read, slot.similarity], {**feed, **group.ref_feed}, what="revealing scores"
-            )
-            acc = reconstruct(acc0, acc1)
-            counts, margin_sums = acc[:, 0], self.fmt.decode(acc[:, 1])
-            dots = self.fmt.decode(reconstruct(d0, d1)) / self.fmt.scale
-            squared = float(self.fmt.decode(reconstruct(s0, s1))) / self.fmt.scale
-            for col, validator_id in enumerate(group.ids):
-                correct[validator_id] = int(group.base_counts[validator_id] + counts[col])
-                margin[validator_id] = float(margin_sums[col])
-                dot[validator_id] = float(dots[col])
-                self.fmt.check_sum(dot[validator_id], what="update similarity", squared_scale=True)
-        self.fmt.check_sum(squared, what="update norm", squared_scale=True)
-        return CandidateScores(correct=correct, margin_sum=margin, dot=dot, squared_norm=squared)
+        self.ensure_slots(len(layout.candidates))
+        for s in range(len(layout.candidates)):
+            if on_candidate is not None:
+                on_candidate(s)
+            programs = self._slots[s]
+            for g, group in enumerate(layout.groups):
+                self.run([programs.load, self.acc_reset] if g == 0 else self.acc_reset, what="loading a candidate")
+                for j in range(group.first_batch, group.first_batch + group.batches):
+                    if cancel is not None:
+                        cancel.raise_if_cancelled()
+                    feed = {self.batch_index[0]: j, self.batch_index[1]: j,
+                            self.group_index[0]: g, self.group_index[1]: g}
+                    last = j == group.first_batch + group.batches - 1
+                    if last:
+                        row = layout.result_row(s, g)
+                        feed.update({self.result_row[0]: row, self.result_row[1]: row})
+                    self.run(programs.publish if last else self.acc_update, feed, what="scoring")
 
-    def aggregate(
-        self, hospital_ids: Sequence[str], commitments: Sequence[tuple[str, ...]], counts: Sequence[int]
-    ) -> list[np.ndarray]:
-        """sum_k counts_k * delta_k (decoded), after checking each held share against its commitment,
-        in one run so the shares checked are the shares summed."""
+    def aggregate_sums(self, slot_weights: Sequence[int]) -> list[np.ndarray]:
+        """sum_s weights_s * delta_s (decoded): the only values the driver fetches."""
         with self._lock:
-            held = [self.held(h) for h in hospital_ids]
-            n_slots = len(self._slots)
-            sums0, sums1, weights = self._aggregation_program(n_slots)
-            slot_weights = np.zeros(n_slots, np.int64)
-            for h, n in zip(held, counts, strict=True):
-                slot_weights[h.slot] = int(n)
-            fetch_shares = [(self._slots[h.slot].vars0, self._slots[h.slot].vars1) for h in held]
-            fetches = {
-                "sums": (sums0, sums1),
-                "shares": [([v.variable for v in a], [v.variable for v in b]) for a, b in fetch_shares],
-            }
-            result = self.run(fetches, {weights: slot_weights}, what="aggregating")
-            for h, expected, (shares0, shares1) in zip(held, commitments, result["shares"], strict=True):
-                for p, (player, part) in enumerate(
-                    zip(self.player_names[:2], (shares0, shares1), strict=True)
-                ):
-                    actual = share_commitment(
-                        h.salt, self._context(h.hospital_id, h.round_number, player), part
-                    )
-                    if p >= len(expected) or actual != expected[p]:
-                        raise CommitmentMismatch(
-                            f"The update held for hospital {h.hospital_id} does not match its recorded "
-                            "commitment; it will not be aggregated.",
-                            hospital_id=h.hospital_id,
-                            player=player,
-                        )
-            sums = [self.fmt.decode(reconstruct(a, b)) for a, b in zip(*result["sums"], strict=True)]
-            return sums
+            n = len(slot_weights)
+            self.ensure_slots(n)
+            sums0, sums1, weights = self._aggregation_program(n)
+            w = np.asarray(slot_weights, np.int64)
+            result = self.run({"sums": (sums0, sums1)}, {weights[0]: w, weights[1]: w}, what="aggregating")
+            return [self.fmt.decode(reconstruct(a, b)) for a, b in zip(*result["sums"], strict=True)]
+
+
+@dataclass(frozen=True)
+class _SlotPrograms:
+    load: tf.Operation
+    publish: tf.Operation

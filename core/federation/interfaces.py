@@ -24,8 +24,14 @@ from core.federation.types import (
     ValidatorInput,
     Vote,
 )
+from core.errors import CoreError
 from core.models.weights import Weights
 from core.progress import CancelToken, ProgressSink
+
+
+class VerificationPending(CoreError):
+    """A validator's scores are not ready yet (the SMPC driver is still scoring): the node tries
+    again on a later step; nothing failed."""
 
 
 class Verifier(ABC):
@@ -34,15 +40,18 @@ class Verifier(ABC):
     name: str = "verifier"
     # False only for the no-verification baseline: every candidate is then taken unvoted.
     verifies: bool = True
+    # False when candidates stay secret-shared at the SMPC players: nodes then neither publish
+    # their update blobs nor fetch anyone else's, and `score` gets candidates without deltas.
+    sees_updates: bool = True
 
     def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
         """Called before any candidate of a round attempt is submitted; every hospital node of a
         simulation sharing this verifier calls it, so a repeat for the same attempt is a no-op."""
 
     @abstractmethod
-    def commit(self, candidate: Candidate) -> Commitment:
-        """Takes the candidate into the verifier (secret-shares it, for SMPC) and returns what
-        the hospital commits to on the ledger."""
+    def commit(self, candidate: Candidate, validator: ValidatorInput | None = None) -> Commitment:
+        """Takes the candidate into the verifier (secret-shares it, for SMPC, with the hospital's
+        validation input when given) and returns what the hospital commits to on the ledger."""
 
     @abstractmethod
     def score(
@@ -65,6 +74,9 @@ class Aggregator(ABC):
     """Combines the accepted candidates into the next global model."""
 
     name: str = "aggregator"
+    # False for secure aggregation: the accepted candidates come without deltas (they are held
+    # as shares by the SMPC players) and the commitments say what to combine.
+    needs_updates: bool = True
 
     @abstractmethod
     def aggregate(
@@ -75,6 +87,18 @@ class Aggregator(ABC):
     ) -> Weights:
         """Returns the new global weights. `commitments` are those recorded for `accepted`,
         in the same order, so an implementation can check it combines what was verified."""
+
+
+class SecureScoring(ABC):
+    """The SMPC driver's work in a round: every candidate scored on every validator's shared
+    split, the results left with the players for each validator to collect. Nothing returns."""
+
+    @abstractmethod
+    def score_round(self, round_number: int, attempt: int, global_weights: Weights,
+                    candidates: Sequence[str], progress: ProgressSink, cancel: CancelToken) -> None: ...
+
+    def close(self) -> None:
+        """Releases player connections."""
 
 
 class Recorder(ABC):

@@ -41,7 +41,7 @@ class PlaintextVerifier(Verifier):
     def begin_round(self, round_number: int, global_weights: Weights, attempt: int = 0) -> None:
         self._global = as_weights(global_weights)
 
-    def commit(self, candidate: Candidate) -> Commitment:
+    def commit(self, candidate: Candidate, validator: ValidatorInput | None = None) -> Commitment:
         return plaintext_commitment(candidate)
 
     def score(
@@ -96,7 +96,7 @@ class NoVerifier(Verifier):
     name = "none"
     verifies = False
 
-    def commit(self, candidate: Candidate) -> Commitment:
+    def commit(self, candidate: Candidate, validator: ValidatorInput | None = None) -> Commitment:
         return plaintext_commitment(candidate)
 
     def score(

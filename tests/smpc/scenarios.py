@@ -106,3 +106,34 @@ def build(
         ValidatorInput(f"h{i}", make(val_rows, seed=50 + i), candidates[i].delta) for i in range(honest)
     ]
     return Scenario(spec, global_weights, candidates, validators)
+
+
+@dataclass
+class SecureRound:
+    """A scenario's round run through the secure parts in one process, as the roles run them:
+    each hospital shares its own inputs, the driver scores, each validator collects its own."""
+
+    federation: object  # smpc.factory.SecureFederation
+    commitments: dict
+    scores: dict  # ScoreMatrix
+
+
+def secure_round(scenario: Scenario, *, batch_size: int = 32, capacity: int = 8, round_number: int = 2,
+                 attempt: int = 0) -> SecureRound:
+    from core.progress import CancelToken, ignore_progress
+    from smpc.factory import build_in_process
+
+    recorded: dict = {}
+    fed = build_in_process(scenario.spec, lambda n, h: recorded[h].share_commitments,
+                           batch_size=batch_size, validator_capacity=capacity)
+    validators = {v.hospital_id: v for v in scenario.validators}
+    owners = {c.hospital_id: fed.owner(c.hospital_id) for c in scenario.candidates}
+    for c in scenario.candidates:
+        owners[c.hospital_id].begin_round(round_number, scenario.global_weights, attempt)
+        recorded[c.hospital_id] = owners[c.hospital_id].commit(c, validators.get(c.hospital_id))
+    fed.driver.score_round(round_number, attempt, scenario.global_weights,
+                           [c.hospital_id for c in scenario.candidates], ignore_progress, CancelToken())
+    scores: dict = {}
+    for v in scenario.validators:
+        scores.update(owners[v.hospital_id].score(scenario.candidates, [v], ignore_progress, CancelToken()))
+    return SecureRound(fed, recorded, scores)
