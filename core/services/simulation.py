@@ -30,6 +30,7 @@ from core.federation.policy import VerificationPolicy
 from core.federation.roles.archive import RoundArchive
 from core.federation.roles.coordinator import Coordinator, Schedule
 from core.federation.roles.node import HospitalNode
+from core.federation.roles.driver import ScoringDriver
 from core.federation.roles.runner import run_in_turn
 from core.federation.types import HospitalInfo, RoundOutcome, Scores
 from core.models.architecture import ModelSpec, spec_for
@@ -149,16 +150,15 @@ class Federation:
     nodes: list[HospitalNode]
     archive: RoundArchive
     starting_weights: Weights  # what the run's first round starts from
-    verifier: Verifier
     sqlite: SqliteRecorder
     evaluator: ModelEvaluator
     attack: Attack | None
+    drivers: list[ScoringDriver] = field(default_factory=list)  # the SMPC driver of a secure run
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
-        """Releases the verifier, the channel and the database this federation opened."""
+        """Releases the verifiers, the channel and the database this federation opened."""
         try:
-            self.verifier.close()
             for close in self.closers:
                 close()
         finally:
@@ -207,15 +207,6 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         for h in split.hospitals
     ]
     policy = config.policy or settings.policy
-    verifier: Verifier
-    aggregator: Aggregator
-    if config.secure:
-        verifier, aggregator = wiring.build_secure(spec, settings)
-    else:
-        root = _root_update(spec, split.hospitals[0].validation, training) if config.aggregator == "fltrust" else None
-        verifier, aggregator = wiring.build_plaintext(
-            config.verifier, config.aggregator, spec, num_malicious=config.malicious, root_update=root
-        )
     database = wiring.open_state(settings)
     mark_interrupted_runs(database)
     sqlite = SqliteRecorder(
@@ -232,6 +223,24 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             settings, [h.info.hospital_id for h in hospitals], ledger=config.ledger, rpc_url=config.rpc_url
         )
         closers.append(channels.close)
+        verifier: Verifier
+        aggregator: Aggregator
+        drivers: list[ScoringDriver] = []
+        if config.secure:
+            secure = wiring.build_secure_simulation(spec, settings, channels.channel(OBSERVER))
+            closers.append(secure.close)
+            aggregator = secure.aggregator
+            verifier_of: Callable[[str], Verifier] = secure.owner
+            drivers.append(ScoringDriver(channels.channel(OBSERVER), secure.scoring, progress=progress))
+            verifies = True
+        else:
+            root = _root_update(spec, split.hospitals[0].validation, training) if config.aggregator == "fltrust" else None
+            verifier, aggregator = wiring.build_plaintext(
+                config.verifier, config.aggregator, spec, num_malicious=config.malicious, root_update=root
+            )
+            closers.append(verifier.close)
+            verifier_of = lambda _hid: verifier  # noqa: E731 - every simulated node shares the plaintext verifier
+            verifies = verifier.verifies
         evaluator = ModelEvaluator(spec)
         test = split.test
         backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
@@ -247,7 +256,8 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         ordered = sorted(hospitals, key=lambda h: h.attack is not None)
         # Each simulated node keeps its ballots in this home's database, as a site's node does, so
         # the audit can open every vote's scores against its hash on the ledger.
-        nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier, policy, progress=progress,
+        nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier_of(h.info.hospital_id), policy,
+                              progress=progress,
                               state=SqliteRoleState(database, sqlite.federation_id, f"node:{h.info.hospital_id}"))
                  for h in ordered]
         coordinator_channel = channels.channel(COORDINATOR)
@@ -256,7 +266,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         # The home's ledger is the federation's record: a later run continues its rounds (and first
         # finishes one a killed run left open) with `config.rounds` more.
         schedule = Schedule(rounds=done + config.rounds, policy_digest=policy.digest(), timing=SIMULATION_TIMING,
-                            verified=verifier.verifies)
+                            verified=verifies)
         coordinator = Coordinator(coordinator_channel, aggregator, schedule, start, progress=progress)
         by_id = {n.hospital_id: n for n in nodes}
 
@@ -274,7 +284,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
                                failures=failure_of, hospitals={h.info.hospital_id: h.info for h in hospitals},
                                progress=progress, from_round=done + 1, carried=carried)
         return Federation(config, dataset, split, spec, training, hospitals, channels.channel(OBSERVER), coordinator,
-                          nodes, archive, starting, verifier, sqlite, evaluator, attack, closers)
+                          nodes, archive, starting, sqlite, evaluator, attack, drivers, closers)
     except BaseException as exc:
         # Nothing ran: the run is on record as failed with its reason, and nothing stays open.
         try:
@@ -282,7 +292,6 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         finally:
             for close in closers:
                 close()
-            verifier.close()
             database.close()
         raise
 
@@ -395,7 +404,7 @@ def run_simulation(
         report["initial_accuracy"] = federation.evaluator.accuracy(federation.starting_weights,
                                                                     federation.split.test)
         run_in_turn(federation.channel, federation.coordinator, federation.nodes, federation.archive, cancel,
-                    on_pass=report_new_rounds)
+                    on_pass=report_new_rounds, drivers=federation.drivers)
         report_new_rounds()
         status = FederationStatus.COMPLETED
     except (Cancelled, KeyboardInterrupt):

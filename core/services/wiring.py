@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ConfigError
 from core.federation.aggregators import create_aggregator
 from core.federation.channel import RoundChannel
 from core.federation.consortium import Consortium
-from core.federation.interfaces import Aggregator, Verifier
+from core.federation.interfaces import Aggregator, SecureScoring, Verifier
 from core.federation.memory_channel import InMemoryLedger
 from core.federation.plaintext_verifier import NoVerifier, PlaintextVerifier
 from core.models.architecture import ModelSpec
@@ -52,12 +53,36 @@ def build_plaintext(
     return chosen, create_aggregator(aggregator, num_malicious=num_malicious, root_update=root_update)
 
 
-def build_secure(spec: ModelSpec, settings: Settings) -> tuple[Verifier, Aggregator]:
-    """The SMPC verifier and aggregator sharing one session, in-process or over the players of
-    `settings.smpc_players`."""
-    from smpc.factory import build_secure_components  # TensorFlow-Encrypted loads only when asked for
+@dataclass
+class SecureParts:
+    """The SMPC parts of a simulated federation, all in this process: one owner verifier per
+    hospital node, the driver's scoring and aggregation, and what closes them."""
 
-    return build_secure_components(spec, protocol=settings.smpc_protocol, players=settings.smpc_players)
+    owner: Callable[[str], Verifier]
+    scoring: SecureScoring
+    aggregator: Aggregator
+    close: Callable[[], None]
+
+
+def build_secure_simulation(spec: ModelSpec, settings: Settings, channel: RoundChannel) -> SecureParts:
+    """The three players on this process's devices; the share holders read the hospitals'
+    share commitments from `channel`, as a deployment's players read them from the chain."""
+    if settings.smpc_players is not None:
+        raise ConfigError("A simulation runs its SMPC players in this process; remote players serve a "
+                          "deployment (`node` / `coordinator` with a secure consortium).")
+    from smpc.factory import build_in_process  # TensorFlow-Encrypted loads only when asked for
+
+    federation = build_in_process(spec, share_commitments_reader(channel), protocol=settings.smpc_protocol)
+    return SecureParts(federation.owner, federation.driver, federation.driver, federation.close)
+
+
+def share_commitments_reader(channel: RoundChannel) -> Callable[[int, str], tuple[str, ...]]:
+    """(round, hospital) -> the share commitments that hospital recorded in the round's open attempt."""
+    def read(round_number: int, hospital_id: str) -> tuple[str, ...]:
+        view = channel.round(round_number)
+        commitment = view.commitment_of(hospital_id) if view is not None else None
+        return tuple(commitment.share_commitments) if commitment is not None else ()
+    return read
 
 
 class ChannelSet(Protocol):

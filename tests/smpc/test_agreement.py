@@ -1,8 +1,11 @@
 """SMPC verification and aggregation against plain Keras (tf-encrypted's agreement tests):
 the same correct counts, the same scores within fixed-point precision, the same decisions
-across every attack, for both CNNs; secure FedAvg equal to plaintext FedAvg."""
+across every attack, for both CNNs; secure FedAvg equal to plaintext FedAvg. Every hospital
+shares its own inputs and reconstructs its own scores, as the roles do."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,22 +14,19 @@ from core.federation.aggregators import FedAvg
 from core.federation.plaintext_verifier import PlaintextVerifier
 from core.federation.policy import VerificationPolicy
 from core.progress import CancelToken, ignore_progress
-from smpc.factory import build_secure_components
 from tests.smpc import scenarios
 
 
 @pytest.fixture(scope="module", params=["tabular", "image"])
 def scored(request):
     scenario = scenarios.build(request.param)
-    verifier, aggregator = build_secure_components(scenario.spec, batch_size=32)
-    verifier.begin_round(2, scenario.global_weights)
-    commitments = {c.hospital_id: verifier.commit(c) for c in scenario.candidates}
-    secure = verifier.score(scenario.candidates, scenario.validators, ignore_progress, CancelToken())
+    secure_round = scenarios.secure_round(scenario, batch_size=32)
     plain_verifier = PlaintextVerifier(scenario.spec)
     plain_verifier.begin_round(2, scenario.global_weights)
     plain = plain_verifier.score(scenario.candidates, scenario.validators, ignore_progress, CancelToken())
-    yield scenario, secure, plain, aggregator, commitments
-    verifier.close()
+    assert secure_round.federation.driver.session.fetched == []  # scoring revealed nothing to the driver
+    yield scenario, secure_round.scores, plain, secure_round.federation.driver, secure_round.commitments
+    secure_round.federation.close()
 
 
 def test_correct_counts_match_plaintext(scored) -> None:
@@ -66,8 +66,21 @@ def test_secure_fedavg_equals_plaintext_fedavg(scored) -> None:
     scenario, _, _, aggregator, commitments = scored
     accepted = [c for c in scenario.candidates if c.hospital_id in {"h0", "h1", "h2", "scaling"}]
     coms = [commitments[c.hospital_id] for c in accepted]
-    secure = aggregator.aggregate(scenario.global_weights, accepted, coms)
+    # The driver aggregates without the deltas: the players hold them as shares.
+    secure = aggregator.aggregate(scenario.global_weights, [dataclasses.replace(c, delta=[]) for c in accepted], coms)
     plain = FedAvg().aggregate(scenario.global_weights, accepted, coms)
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(secure, plain, strict=True))
     assert worst <= 1e-4
     assert all(a.dtype == np.float32 and a.shape == b.shape for a, b in zip(secure, plain, strict=True))
+
+
+def test_the_driver_fetches_nothing_but_the_weighted_sum(scored) -> None:
+    scenario, _, _, driver, commitments = scored
+    before = len(driver.session.fetched)
+    accepted = [dataclasses.replace(c, delta=[]) for c in scenario.candidates if c.hospital_id in {"h0", "h1"}]
+    driver.aggregate(scenario.global_weights, accepted, [commitments[c.hospital_id] for c in accepted])
+    received = driver.session.fetched[before:]
+    # Scoring every candidate for every validator fetched nothing (the fixture checks it); an
+    # aggregation fetches the two holders' shares of the weighted sum, one per weight tensor.
+    assert len(received) == 2 * len(scenario.global_weights)
+    assert all(name.startswith("aggregate") for name in received), received

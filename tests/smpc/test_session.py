@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ModelError
 from core.federation.plaintext_verifier import PlaintextVerifier
 from core.federation.types import Candidate, ValidatorInput
 from core.models.architecture import tabular_cnn_spec
@@ -16,7 +15,7 @@ from core.models.training import initial_weights
 from core.models.weights import add, weights_hash
 from core.progress import CancelToken, Progress, ignore_progress
 from smpc.errors import ProtocolUnsupported, SmpcError
-from smpc.factory import build_secure_components
+from smpc.factory import build_in_process
 from smpc.player import main as player_main
 from smpc.players import PlayerConfig
 from tests.smpc.scenarios import tabular_data
@@ -27,23 +26,26 @@ SPEC = tabular_cnn_spec(12, 2)
 def test_more_validators_than_capacity_are_scored_in_groups() -> None:
     glob = initial_weights(SPEC, 3)
     rng = np.random.default_rng(3)
-    candidates = []
-    for i in range(2):
+    candidates, validators = [], []
+    for i in range(5):
         delta = [rng.normal(scale=0.1, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 5, weights_hash(add(glob, delta))))
-    validators = [
-        ValidatorInput(f"v{i}", tabular_data(7 + 5 * i, seed=20 + i), candidates[i % 2].delta)
-        for i in range(5)
-    ]
-    verifier, _ = build_secure_components(SPEC, batch_size=8, validator_capacity=2)
+        validators.append(ValidatorInput(f"h{i}", tabular_data(7 + 5 * i, seed=20 + i), delta))
+    recorded = {}
+    fed = build_in_process(SPEC, lambda n, h: recorded[h].share_commitments, batch_size=8, validator_capacity=2)
     try:
-        verifier.begin_round(1, glob)
-        for c in candidates:
-            verifier.commit(c)
+        owners = {c.hospital_id: fed.owner(c.hospital_id) for c in candidates}
+        for c, v in zip(candidates, validators, strict=True):
+            owners[c.hospital_id].begin_round(1, glob)
+            recorded[c.hospital_id] = owners[c.hospital_id].commit(c, v)
         seen: list[Progress] = []
-        secure = verifier.score(candidates, validators, seen.append, CancelToken())
+        fed.driver.score_round(1, 0, glob, [c.hospital_id for c in candidates], seen.append, CancelToken())
+        assert len(fed.driver._layouts[1].groups) == 3  # 5 validators, 2 per group
+        secure = {}
+        for v in validators:
+            secure.update(owners[v.hospital_id].score(candidates, [v], ignore_progress, CancelToken()))
     finally:
-        verifier.close()
+        fed.close()
     plain_verifier = PlaintextVerifier(SPEC)
     plain_verifier.begin_round(1, glob)
     plain = plain_verifier.score(candidates, validators, ignore_progress, CancelToken())
@@ -54,17 +56,26 @@ def test_more_validators_than_capacity_are_scored_in_groups() -> None:
 
 
 def test_wrong_architecture_is_refused() -> None:
-    verifier, _ = build_secure_components(SPEC)
-    with pytest.raises(ModelError):
-        verifier.begin_round(1, initial_weights(tabular_cnn_spec(14, 2), 0))
+    fed = build_in_process(SPEC, lambda n, h: ())
+    try:
+        owner = fed.owner("a")
+        other = initial_weights(tabular_cnn_spec(14, 2), 0)
+        owner.begin_round(1, other)
+        with pytest.raises(SmpcError) as info:  # the players refuse a share of another model
+            owner.commit(Candidate("a", 1, other, 5, weights_hash(other)))
+        assert "does not fit the model" in info.value.user_message
+        with pytest.raises(SmpcError):
+            fed.driver.session.open([tuple(w.shape) for w in other])
+    finally:
+        fed.close()
 
 
 def test_inexact_protocols_are_refused_with_a_reason() -> None:
     with pytest.raises(ProtocolUnsupported) as info:
-        build_secure_components(SPEC, protocol="pond")
+        build_in_process(SPEC, lambda n, h: (), protocol="pond")
     assert "polynomial" in info.value.user_message
     with pytest.raises(SmpcError):
-        build_secure_components(SPEC, protocol="spdz")
+        build_in_process(SPEC, lambda n, h: (), protocol="spdz")
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:

@@ -170,8 +170,11 @@ class Coordinator:
             for cid in view.accepted:
                 c = view.commitment_of(cid)
                 assert c is not None
-                weights = fetch_weights(self.channel, c.model_hash, cid)
-                accepted.append(Candidate(cid, n, subtract(weights, previous), c.num_samples, c.model_hash))
+                if self.aggregator.needs_updates:
+                    delta = subtract(fetch_weights(self.channel, c.model_hash, cid), previous)
+                else:
+                    delta = []  # secure aggregation: the players hold it as shares
+                accepted.append(Candidate(cid, n, delta, c.num_samples, c.model_hash))
                 commitments.append(Commitment(cid, n, c.model_hash, c.share_commitments))
             self.progress(Progress(Stage.AGGREGATION, f"aggregating {len(accepted)} accepted update(s)",
                                    round_number=n))

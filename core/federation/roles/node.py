@@ -27,7 +27,7 @@ from core.federation.channel import (
     RoundChannel,
     RoundView,
 )
-from core.federation.interfaces import Aggregator, HospitalLink, Verifier
+from core.federation.interfaces import Aggregator, HospitalLink, VerificationPending, Verifier
 from core.federation.policy import VerificationPolicy
 from core.federation.roles.ballots import Ballot
 from core.federation.roles.state import MemoryRoleState, RoleState
@@ -181,11 +181,16 @@ class HospitalNode:
             if self.hospital.wants_peer_updates:
                 candidate = self.hospital.revise(candidate, self._peer_candidates(view, global_weights))
             self.verifier.begin_round(n, global_weights, view.attempt)
-            commitment = self.verifier.commit(candidate)
-            blob = to_bytes(add(global_weights, candidate.delta))
-            published = self.channel.put_blob(blob)
-            if published != candidate.model_hash:
-                raise CoreError("The published model does not hash to the candidate's model hash.")
+            if self.verifier.sees_updates:
+                commitment = self.verifier.commit(candidate)
+                blob = to_bytes(add(global_weights, candidate.delta))
+                published = self.channel.put_blob(blob)
+                if published != candidate.model_hash:
+                    raise CoreError("The published model does not hash to the candidate's model hash.")
+            else:
+                # The update and the validation split go to the SMPC players as shares only;
+                # the chain gets the model's hash and one commitment per player share.
+                commitment = self.verifier.commit(candidate, self.hospital.validator_input(candidate))
             self.channel.commit(n, candidate.model_hash, candidate.num_samples, commitment.share_commitments)
         except AlreadyDone:
             return
@@ -223,6 +228,9 @@ class HospitalNode:
         own = self._own.get(view.attempt)
         if own is not None:
             return own
+        if not self.verifier.sees_updates:
+            raise CoreError("This hospital restarted after sharing its update and no longer has it; "
+                            "it cannot score this round and abstains.")
         mine = view.commitment_of(self.hospital_id)
         assert mine is not None
         weights = fetch_weights(self.channel, mine.model_hash, self.hospital_id)
@@ -239,6 +247,8 @@ class HospitalNode:
                 return
             try:
                 ballot = self._judge(view, cancel)
+            except VerificationPending:
+                return  # the SMPC driver is still scoring: nothing failed, look again next step
             except Cancelled:
                 raise
             except Exception as exc:  # noqa: BLE001 - a validator that cannot score abstains
@@ -268,6 +278,9 @@ class HospitalNode:
             if cid == hid:
                 candidates.append(own)
                 continue
+            if not self.verifier.sees_updates:  # held as shares by the players: scored there
+                candidates.append(Candidate(cid, n, [], c.num_samples, c.model_hash))
+                continue
             try:
                 weights = fetch_weights(self.channel, c.model_hash, cid)
                 check_compatible(weights, global_weights)
@@ -275,9 +288,13 @@ class HospitalNode:
                 log.warning("round %d: %s cannot use the update of %s: %s", n, hid, cid, describe_error(exc))
                 continue
             candidates.append(Candidate(cid, n, subtract(weights, global_weights), c.num_samples, c.model_hash))
-        self.progress(Progress(Stage.VERIFICATION, f"{hid} scoring {len(candidates)} candidate(s)",
-                               fraction=0.0, round_number=n, hospital_id=hid))
+        if self.verifier.sees_updates:  # otherwise the SMPC driver reports its scoring
+            self.progress(Progress(Stage.VERIFICATION, f"{hid} scoring {len(candidates)} candidate(s)",
+                                   fraction=0.0, round_number=n, hospital_id=hid))
         matrix = self.verifier.score(candidates, [self.hospital.validator_input(own)], self.progress, cancel)
+        # A candidate the verifier could not score (its shares never reached the players) has no
+        # scores and gets no accepting vote.
+        candidates = [c for c in candidates if (hid, c.hospital_id) in matrix]
         scores: dict[str, Scores] = {c.hospital_id: matrix[(hid, c.hospital_id)] for c in candidates}
         accepted = tuple(c.hospital_id for c in candidates
                          if self.hospital.vote(n, c, scores[c.hospital_id], self.policy))

@@ -39,6 +39,7 @@ def run_in_turn(
     *,
     on_pass: Callable[[], None] | None = None,
     max_idle_passes: int = 3,
+    drivers: Sequence[Role] = (),
 ) -> None:
     """Steps every role until the coordinator's last round is final and archived; the time the
     roles spend in each phase goes to `archive.timings` (the round's durations)."""
@@ -62,6 +63,8 @@ def run_in_turn(
         acted = timed(lambda: coordinator.step(cancel))
         for node in nodes:
             acted = timed(lambda node=node: node.step(cancel)) or acted  # type: ignore[misc]
+        for driver in drivers:  # the SMPC driver scores once commitments have closed
+            acted = timed(lambda driver=driver: driver.step(cancel)) or acted  # type: ignore[misc]
         acted = archive.step() or acted
         if on_pass is not None:
             on_pass()
