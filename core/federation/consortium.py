@@ -156,6 +156,17 @@ def certificate_der(cert_pem: str) -> bytes:
     return base64.b64decode("".join(_certificate(cert_pem).splitlines()[1:-1]))
 
 
+def _pinned_once(certificates: list[tuple[str, str]]) -> None:
+    """Refuses one certificate pinned for two parties: the gateways could not tell them apart."""
+    pinned: dict[bytes, str] = {}
+    for name, cert in certificates:
+        der = certificate_der(cert)
+        if der in pinned:
+            raise ValueError(f"the same TLS certificate is pinned for '{pinned[der]}' and '{name}'; every "
+                             "party makes its own with `tls create`")
+        pinned[der] = name
+
+
 Address = Annotated[str, AfterValidator(_address)]
 StoreUrl = Annotated[str, AfterValidator(_url)]
 Certificate = Annotated[str, AfterValidator(_certificate)]
@@ -241,6 +252,7 @@ class SmpcEntry(_Record):
         if names != SMPC_PLAYERS:
             raise ValueError(f"the players must be exactly {', '.join(SMPC_PLAYERS)} in this order, got "
                              f"{', '.join(names) or 'none'}")
+        _pinned_once([(p.name, p.tls_cert) for p in self.players] + [(SMPC_DRIVER, self.driver.tls_cert)])
         return self
 
 
@@ -439,13 +451,7 @@ class Consortium(_Record):
         if reused is not None:
             raise ValueError(f"the party name '{reused}' is used twice (a hospital id cannot be an SMPC "
                              f"player's or the driver's name)")
-        pinned: dict[bytes, str] = {}
-        for party in parties:
-            der = certificate_der(party.tls_cert)
-            if der in pinned:
-                raise ValueError(f"the same TLS certificate is pinned for '{pinned[der]}' and "
-                                 f"'{party.name}'; every party makes its own with `tls create`")
-            pinned[der] = party.name
+        _pinned_once([(p.name, p.tls_cert) for p in parties])
 
     def required_format(self) -> int:
         """The lowest format version that holds this record's fields."""
@@ -513,6 +519,16 @@ class Consortium(_Record):
 
     def party(self, name: str) -> Party | None:
         return next((p for p in self.parties() if p.name == name), None)
+
+    def pinned_party(self, name: str) -> Party:
+        """The party `name`; ConsortiumError when the consortium is not secure or has no such party."""
+        if not self.secure:
+            raise ConsortiumError(f"The consortium '{self.name}' is not secure: it pins no TLS certificates.")
+        party = self.party(name)
+        if party is None:
+            raise ConsortiumError(f"The consortium '{self.name}' has no SMPC party '{name}'; its parties are "
+                                  f"{', '.join(p.name for p in self.parties())}.")
+        return party
 
     def model_spec(self) -> ModelSpec:
         return self.model.spec()
