@@ -76,6 +76,7 @@ __all__ = [
     "load_policy_file",
     "read_password",
     "show_consortium",
+    "smpc_entry",
     "Site",
 ]
 
