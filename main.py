@@ -7,6 +7,7 @@
     python main.py node ...             run this machine's hospital in a consortium
     python main.py coordinator ...      run the consortium's coordinator
     python main.py account create|show  this machine's own ledger account (prints its address)
+    python main.py tls create|show      this machine's TLS identity (prints its certificate's fingerprint)
     python main.py consortium init|add-hospital|show|check
                                         the signed consortium file of a real federation
     python main.py screenshot --out D   render every page of the app to PNG
@@ -125,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                        ("show", "print this machine's account address")):
         _add_home(account_sub.add_parser(name, help=text))
 
+    tls = sub.add_parser("tls", help="this machine's TLS identity for a secure (SMPC) consortium")
+    tls_sub = tls.add_subparsers(dest="tls_command", required=True)
+    tls_create = tls_sub.add_parser("create", help="make this machine's TLS key and certificate; print the "
+                                                   "fingerprint and the certificate to send to the admin")
+    _add_home(tls_create)
+    tls_create.add_argument("--name", help="the party's name (default: the settings' hospital name), "
+                                           "e.g. the hospital id, server0, server1, server2 or driver")
+    _add_home(tls_sub.add_parser("show", help="print this machine's certificate fingerprint and file"))
+
     consortium = sub.add_parser("consortium", help="set up, extend, show or check the consortium file")
     consortium_sub = consortium.add_subparsers(dest="consortium_command", required=True)
     init = consortium_sub.add_parser("init", help="deploy the federation contract and write the signed file")
@@ -146,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                       choices=["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
     init.add_argument("--policy", type=Path, metavar="FILE.json",
                       help="verification thresholds (default: the defaults)")
+    init.add_argument("--smpc-player", action="append", default=[], metavar="NAME=HOST:PORT=CERT.pem",
+                      help="a secure consortium's SMPC player (server0, server1 and server2, each once): where "
+                           "its TLS gateway listens and the certificate its `tls create` made")
+    init.add_argument("--smpc-driver", type=Path, metavar="CERT.pem",
+                      help="the SMPC driver's certificate (with the three --smpc-player)")
+    init.add_argument("--smpc-driver-address", metavar="HOST:PORT",
+                      help="where the driver listens, if it does (default: it only dials out)")
     add = consortium_sub.add_parser("add-hospital", help="register a hospital on chain and re-sign the file")
     _add_home(add)
     add.add_argument("--consortium", type=Path, required=True)
@@ -153,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("address", help="the hospital's account address (from its `account create`)")
     add.add_argument("hospital_id", metavar="NAME", help="the hospital's id on the ledger")
     add.add_argument("--store-url", required=True, help="where the hospital's model store answers")
+    add.add_argument("--tls-cert", type=Path, metavar="CERT.pem",
+                     help="the hospital's TLS certificate from its `tls create` (required when secure)")
     show_c = consortium_sub.add_parser("show", help="print the file's contents once its signature is checked")
     show_c.add_argument("--consortium", type=Path, required=True)
     show_c.add_argument("-v", "--verbose", action="store_true")
@@ -163,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dataset", help="also check that this hospital's dataset fits the model")
     check.add_argument("--label-column", help="the CSV column holding the class")
     check.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out")
+    check.add_argument("--party", metavar="NAME",
+                       help="a secure consortium's SMPC party this home is (server0, server1, server2, driver "
+                            "or a hospital id): check its TLS certificate; a player or driver needs no account")
 
     node = sub.add_parser("node", help="run this machine's hospital in a consortium (headless)")
     _add_home(node)
@@ -336,6 +358,43 @@ def cmd_account(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tls(args: argparse.Namespace) -> int:
+    from core.services import tls
+
+    settings = _settings(args)
+    creating = args.tls_command == "create"
+    info = tls.create_tls_identity(settings, args.name) if creating else tls.tls_identity(settings)
+    print(f"fingerprint  {info.fingerprint}")
+    print(f"certificate  {info.cert_path}")
+    if creating:
+        print(f"medfedchain: send {info.cert_path} (never tls-key.pem) to the consortium's admin, who pins it "
+              f"for '{info.name}'.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _smpc_plan(args: argparse.Namespace) -> Any:
+    """The --smpc-player / --smpc-driver flags of `consortium init` (None: a plain consortium)."""
+    from core.errors import ConfigError
+    from core.services.consortium import SmpcPlan
+
+    if not args.smpc_player and args.smpc_driver is None:
+        if args.smpc_driver_address:
+            raise ConfigError("--smpc-driver-address needs a secure consortium (--smpc-player and "
+                              "--smpc-driver).")
+        return None
+    if args.smpc_driver is None:
+        raise ConfigError("A secure consortium needs the SMPC driver's certificate: --smpc-driver CERT.pem.")
+    players = []
+    for item in args.smpc_player:
+        name, _, rest = item.partition("=")
+        address, _, cert = rest.partition("=")
+        if not name or not address or not cert:
+            raise ConfigError(f"Invalid --smpc-player '{item}': expected NAME=HOST:PORT=CERT.pem, such as "
+                              "server0=player0.example.org:4440=server0-cert.pem.")
+        players.append((name.strip(), address.strip(), Path(cert)))
+    return SmpcPlan(players=players, driver_cert=args.smpc_driver, driver_address=args.smpc_driver_address)
+
+
 def cmd_consortium(args: argparse.Namespace) -> int:
     from core.federation.channel import RoundTiming
     from core.federation.policy import VerificationPolicy
@@ -352,27 +411,40 @@ def cmd_consortium(args: argparse.Namespace) -> int:
             timing=RoundTiming(args.commit_seconds, args.vote_seconds, args.aggregate_seconds),
             aggregator=args.aggregator,
             policy=consortium.load_policy_file(args.policy) if args.policy else VerificationPolicy(),
-            label_column=args.label_column, drop_columns=tuple(args.drop_columns),
+            label_column=args.label_column, drop_columns=tuple(args.drop_columns), smpc=_smpc_plan(args),
         )
         made = consortium.init_consortium(plan, settings=settings, rpc_url=args.rpc, out=args.out,
                                           password=_password(confirm=True))
-        print(f"Consortium '{made.name}': contract {made.contract.address} on chain {made.chain_id}, "
+        secure = " (secure: SMPC parties pinned to their TLS certificates)" if made.secure else ""
+        print(f"Consortium '{made.name}'{secure}: contract {made.contract.address} on chain {made.chain_id}, "
               f"admin {made.admin}; written to {args.out}")
         return EXIT_OK
     if args.consortium_command == "add-hospital":
         made = consortium.add_hospital(args.consortium, settings=settings, rpc_url=args.rpc,
                                        address=args.address, hospital_id=args.hospital_id,
-                                       store_url=args.store_url, password=_password(confirm=False))
+                                       store_url=args.store_url, password=_password(confirm=False),
+                                       tls_cert=args.tls_cert)
         print(f"Hospital '{args.hospital_id}' ({args.address}) registered; {args.consortium} lists "
               f"{len(made.members)} member(s) and is re-signed.")
         return EXIT_OK
-    site = consortium.check_consortium(args.consortium, settings=settings, rpc_url=args.rpc)
+    if args.party:
+        party = consortium.check_party(args.consortium, settings=settings, rpc_url=args.rpc, party=args.party)
+        checked, fingerprint = party.consortium, party.tls_fingerprint
+        where = (f"verified on chain {checked.chain_id}" if party.chain_checked
+                 else "signed by its admin (the chain not checked: no --rpc)")
+        verdict = f"Consortium '{checked.name}' {where}: this machine is its {party.party.role} '{args.party}'."
+    else:
+        site = consortium.check_consortium(args.consortium, settings=settings, rpc_url=args.rpc)
+        checked, fingerprint = site.consortium, site.tls_fingerprint
+        role = "coordinator" if site.hospital_id is None else f"hospital '{site.hospital_id}'"
+        verdict = (f"Consortium '{checked.name}' verified on chain {checked.chain_id}: this machine "
+                   f"({site.account}) is its {role}.")
     if args.dataset:
-        consortium.check_dataset(site.consortium, args.dataset, label_column=args.label_column,
+        consortium.check_dataset(checked, args.dataset, label_column=args.label_column,
                                  drop_columns=tuple(args.drop_columns))
-    role = "coordinator" if site.hospital_id is None else f"hospital '{site.hospital_id}'"
-    print(f"Consortium '{site.consortium.name}' verified on chain {site.consortium.chain_id}: this machine "
-          f"({site.account}) is its {role}.")
+    print(verdict)
+    if fingerprint is not None:
+        print(f"Its TLS certificate {fingerprint} is the one the consortium pinned for it.")
     return EXIT_OK
 
 
@@ -510,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen += ["--db", str(args.default_db)]
         args = build_parser().parse_args(chosen)
     handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
-                "ledger": cmd_ledger, "account": cmd_account, "consortium": cmd_consortium,
+                "ledger": cmd_ledger, "account": cmd_account, "tls": cmd_tls, "consortium": cmd_consortium,
                 "node": cmd_node, "coordinator": cmd_coordinator,
                 "screenshot": cmd_screenshot}
     with _logging(args) as log_file:

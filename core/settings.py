@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     keystore_dir: Path = _FROM_HOME  # home / "keystore"
     hospital_name: str = Field(default_factory=_default_hospital_name)
     blob_dir: Path = _FROM_HOME  # home / "blobs"
+    tls_dir: Path = _FROM_HOME  # home / "tls": this machine's TLS key and certificate (`tls create`)
 
     @classmethod
     def settings_customise_sources(
@@ -182,7 +183,7 @@ class Settings(BaseSettings):
     def _absolute_path(cls, value: Path | None) -> Path | None:
         return None if value is None else _absolute(value)
 
-    @field_validator("db_path", "keystore_dir", "blob_dir", mode="before")
+    @field_validator("db_path", "keystore_dir", "blob_dir", "tls_dir", mode="before")
     @classmethod
     def _derive_from_home(cls, value: Any, info: ValidationInfo) -> Any:
         if value is not None and value != "":
@@ -209,7 +210,7 @@ class _JsonFileSource(PydanticBaseSettingsSource):
         if path is None or not path.exists():
             return {}
         values = _read_settings_file(path)
-        for name in ("db_path", "smpc_players", "keystore_dir", "blob_dir"):
+        for name in ("db_path", "smpc_players", "keystore_dir", "blob_dir", "tls_dir"):
             raw = values.get(name)
             if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
                 values[name] = str(path.parent / raw)
@@ -256,6 +257,7 @@ def _derived_defaults(home: Path) -> dict[str, Path]:
         "db_path": home / "medfedchain.db",
         "keystore_dir": home / "keystore",
         "blob_dir": home / "blobs",
+        "tls_dir": home / "tls",
     }
 
 

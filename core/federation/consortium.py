@@ -5,13 +5,20 @@ data schema, policy and members make up the federation; unlike them it holds no 
 each site makes its own account and only addresses and URLs travel. The admin signs the
 canonical JSON of everything but the signature; `verify_signature` checks it with a recovery
 function the ledger supplies (EIP-191), so this module knows no cryptography of its own.
+
+A secure consortium (format 2) also pins every SMPC party's TLS certificate: the three players,
+the driver and each hospital. Only the PEM armour and base64 are checked here; the certificates'
+fingerprints are computed by `smpc.transport.identity`, called from the services.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -34,12 +41,23 @@ from core.federation.policy import VerificationPolicy
 from core.files import write_atomic
 from core.models.architecture import ARCHITECTURES, LayerSpec, ModelSpec
 
-FORMAT_VERSION = 1
+# Format 2 adds the optional `smpc` section and members' `tls_cert`; a record is written with the
+# lowest version that holds it (`Consortium.required_format`), so files without them stay format 1
+# and older readers keep reading them, while an older reader shown a secure file names its version.
+PLAIN_FORMAT = 1
+SECURE_FORMAT = 2
+FORMAT_VERSION = SECURE_FORMAT  # the newest this version reads and writes
+READABLE_FORMATS = (PLAIN_FORMAT, SECURE_FORMAT)
 MAX_HOSPITAL_ID_BYTES = 64  # the contract's bound on a hospital id
+SMPC_PLAYERS = ("server0", "server1", "server2")  # the protocol's order of its three players
+SMPC_DRIVER = "driver"  # the driver's party name
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HEX32 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
+_PEM = re.compile(r"^-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"^(\[[0-9A-Fa-f:.]+\]|{_LABEL}(\.{_LABEL})*)$")  # a DNS name, IPv4, or [IPv6]
 
 # (canonical message, signature hex) -> the address that signed it
 RecoverSigner = Callable[[bytes, str], str]
@@ -55,6 +73,31 @@ class ConsortiumFileInvalid(ConsortiumError):
     def __init__(self, user_message: str, *, path: str, detail: str | None = None) -> None:
         super().__init__(user_message, detail=detail)
         self.path = path
+
+
+class TlsIdentityError(ConsortiumError):
+    """This machine's TLS identity cannot take part in the consortium's SMPC sessions."""
+
+    def __init__(self, user_message: str, *, party: str | None, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.party = party
+
+
+class TlsIdentityMissing(TlsIdentityError):
+    """The data directory has no TLS identity (`tls create` was never run there)."""
+
+
+class TlsIdentityExists(TlsIdentityError):
+    """The data directory already has a TLS identity; it is kept, never replaced."""
+
+
+class TlsCertificateMismatch(TlsIdentityError):
+    """This machine's certificate is not the one the consortium pinned for the party."""
+
+    def __init__(self, user_message: str, *, party: str, expected: str, actual: str) -> None:
+        super().__init__(user_message, party=party, detail=f"pinned {expected}, this machine {actual}")
+        self.expected = expected
+        self.actual = actual
 
 
 class ConsortiumSignatureInvalid(ConsortiumError):
@@ -83,8 +126,51 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _certificate(value: str) -> str:
+    """One PEM certificate, re-wrapped as `cryptography` writes it (64 base64 digits a line)."""
+    match = _PEM.match(value.strip())
+    if match is None:
+        raise ValueError("is not one PEM certificate (-----BEGIN CERTIFICATE----- ... -----END "
+                         "CERTIFICATE-----)")
+    body = "".join(match.group(1).split())
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("is not a PEM certificate: its body is not base64") from exc
+    if len(der) < 64 or der[0] != 0x30:  # a DER certificate is one ASN.1 SEQUENCE
+        raise ValueError("is not a PEM certificate: its body is not a DER certificate")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
+def _host_port(value: str) -> str:
+    value = value.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{value}' is not host:port (such as player0.example.org:4440)")
+    return value
+
+
+def certificate_der(cert_pem: str) -> bytes:
+    """The DER bytes of a checked PEM certificate: equal for the same certificate however wrapped."""
+    return base64.b64decode("".join(_certificate(cert_pem).splitlines()[1:-1]))
+
+
+def _pinned_once(certificates: list[tuple[str, str]]) -> None:
+    """Refuses one certificate pinned for two parties: the gateways could not tell them apart."""
+    pinned: dict[bytes, str] = {}
+    for name, cert in certificates:
+        der = certificate_der(cert)
+        if der in pinned:
+            raise ValueError(f"the same TLS certificate is pinned for '{pinned[der]}' and '{name}'; every "
+                             "party makes its own with `tls create`")
+        pinned[der] = name
+
+
 Address = Annotated[str, AfterValidator(_address)]
 StoreUrl = Annotated[str, AfterValidator(_url)]
+Certificate = Annotated[str, AfterValidator(_certificate)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 class _Record(BaseModel):
@@ -117,11 +203,13 @@ class CoordinatorEntry(_Record):
 
 
 class MemberEntry(_Record):
-    """A registered hospital: its own account, its id on the ledger, where its model store answers."""
+    """A registered hospital: its own account, its id on the ledger, where its model store answers,
+    and (in a secure consortium) the TLS certificate it made with `tls create`."""
 
     address: Address
     hospital_id: str
     store_url: StoreUrl
+    tls_cert: Certificate | None = None
 
     @field_validator("hospital_id")
     @classmethod
@@ -133,6 +221,49 @@ class MemberEntry(_Record):
 
     def as_member(self) -> Member:
         return Member(hospital_id=self.hospital_id, account=self.address, store_url=self.store_url)
+
+
+class PlayerEntry(_Record):
+    """One SMPC player: its name in the protocol, where its TLS gateway listens, its certificate."""
+
+    name: str
+    address: HostPort
+    tls_cert: Certificate
+
+
+class DriverEntry(_Record):
+    """The SMPC driver (run by a player operator, never a hospital); it dials out, so its address
+    is informative only and may be absent."""
+
+    tls_cert: Certificate
+    address: HostPort | None = None
+
+
+class SmpcEntry(_Record):
+    """The secure consortium's SMPC parties, each pinned to its certificate."""
+
+    protocol: Literal["securenn"] = "securenn"
+    players: tuple[PlayerEntry, ...]
+    driver: DriverEntry
+
+    @model_validator(mode="after")
+    def _protocol_order(self) -> SmpcEntry:
+        names = tuple(p.name for p in self.players)
+        if names != SMPC_PLAYERS:
+            raise ValueError(f"the players must be exactly {', '.join(SMPC_PLAYERS)} in this order, got "
+                             f"{', '.join(names) or 'none'}")
+        _pinned_once([(p.name, p.tls_cert) for p in self.players] + [(SMPC_DRIVER, self.driver.tls_cert)])
+        return self
+
+
+@dataclass(frozen=True)
+class Party:
+    """One party of a secure consortium's SMPC sessions, as the gateways pin it."""
+
+    name: str
+    role: Literal["player", "driver", "hospital"]
+    address: str | None  # host:port of its TLS gateway; None: it only dials out
+    tls_cert: str
 
 
 class LayerEntry(_Record):
@@ -259,7 +390,7 @@ class TimingEntry(_Record):
 class Consortium(_Record):
     """The whole consortium file; `signature` is the admin's over `canonical_bytes()`."""
 
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: str = Field(min_length=1)
     chain_id: int = Field(gt=0)
     contract: ContractEntry
@@ -271,6 +402,7 @@ class Consortium(_Record):
     timing: TimingEntry
     aggregator: str
     members: tuple[MemberEntry, ...] = ()
+    smpc: SmpcEntry | None = None  # None: verification in plaintext, no TLS pinned
     signature: str = ""  # empty until signed
 
     @field_validator("aggregator")
@@ -301,31 +433,102 @@ class Consortium(_Record):
             raise ValueError("a hospital id is listed twice")
         if self.coordinator.address.lower() in addresses:
             raise ValueError("the coordinator's account is also listed as a hospital")
+        if self.format_version < self.required_format():
+            raise ValueError(f"format version {self.format_version} holds no TLS certificates or smpc "
+                             f"section; a secure consortium is format version {SECURE_FORMAT}")
+        if self.smpc is not None:
+            self._check_parties()
         return self
+
+    def _check_parties(self) -> None:
+        for m in self.members:
+            if m.tls_cert is None:
+                raise ValueError(f"the consortium is secure (it has an smpc section), but hospital "
+                                 f"'{m.hospital_id}' has no tls_cert")
+        parties = self.parties()
+        names = [p.name for p in parties]
+        reused = next((n for n in names if names.count(n) > 1), None)
+        if reused is not None:
+            raise ValueError(f"the party name '{reused}' is used twice (a hospital id cannot be an SMPC "
+                             f"player's or the driver's name)")
+        _pinned_once([(p.name, p.tls_cert) for p in parties])
+
+    def required_format(self) -> int:
+        """The lowest format version that holds this record's fields."""
+        secure = self.smpc is not None or any(m.tls_cert is not None for m in self.members)
+        return format_version_for(secure=secure)
 
     # -- the signed form --
 
     def canonical_bytes(self) -> bytes:
         """The signed message: compact JSON of every field but the signature, keys sorted."""
-        body = self.model_dump(mode="json", exclude={"signature"})
+        body = self._file_form()
+        body.pop("signature")
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def _file_form(self) -> dict[str, Any]:
+        """The record as JSON values, without the format-2 fields it does not use, so a format-1
+        record's file and signed form are exactly what they were before format 2."""
+        body = self.model_dump(mode="json")
+        if body["smpc"] is None:
+            del body["smpc"]
+        for member in body["members"]:
+            if member["tls_cert"] is None:
+                del member["tls_cert"]
+        return body
 
     def with_signature(self, signature: str) -> Consortium:
         return self.model_copy(update={"signature": signature})
 
     def with_member(self, member: MemberEntry) -> Consortium:
-        """An unsigned copy listing one more hospital; a repeated account or id is refused."""
+        """An unsigned copy listing one more hospital; a repeated account, id or certificate is
+        refused, and so is a hospital without a certificate in a secure consortium."""
         if self.member(member.address) is not None:
             raise ConsortiumError(f"The account {member.address} is already a member of '{self.name}'.")
         if any(m.hospital_id == member.hospital_id for m in self.members):
             raise ConsortiumError(f"A hospital '{member.hospital_id}' is already a member of '{self.name}'.")
+        if self.secure and member.tls_cert is None:
+            raise ConsortiumError(
+                f"The consortium '{self.name}' is secure: hospital '{member.hospital_id}' needs its TLS "
+                "certificate (the tls-cert.pem its `tls create` made; --tls-cert CERT.pem).")
         members = [m.model_dump() for m in (*self.members, member)]
-        return Consortium.model_validate({**self.model_dump(), "members": members, "signature": ""})
+        version = max(self.format_version, SECURE_FORMAT if member.tls_cert is not None else PLAIN_FORMAT)
+        return Consortium.checked("consortium", **{**self.model_dump(), "members": members, "signature": "",
+                                                   "format_version": version})
 
     # -- reading it --
 
     def member(self, address: str) -> MemberEntry | None:
         return next((m for m in self.members if same_address(m.address, address)), None)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the SMPC parties of this consortium are pinned to their TLS certificates."""
+        return self.smpc is not None
+
+    def parties(self) -> list[Party]:
+        """Every SMPC party, players first (in protocol order), then the driver, then the
+        hospitals that have a certificate; empty when the consortium is not secure."""
+        if self.smpc is None:
+            return []
+        players = [Party(p.name, "player", p.address, p.tls_cert) for p in self.smpc.players]
+        driver = Party(SMPC_DRIVER, "driver", self.smpc.driver.address, self.smpc.driver.tls_cert)
+        hospitals = [Party(m.hospital_id, "hospital", None, m.tls_cert) for m in self.members
+                     if m.tls_cert is not None]
+        return [*players, driver, *hospitals]
+
+    def party(self, name: str) -> Party | None:
+        return next((p for p in self.parties() if p.name == name), None)
+
+    def pinned_party(self, name: str) -> Party:
+        """The party `name`; ConsortiumError when the consortium is not secure or has no such party."""
+        if not self.secure:
+            raise ConsortiumError(f"The consortium '{self.name}' is not secure: it pins no TLS certificates.")
+        party = self.party(name)
+        if party is None:
+            raise ConsortiumError(f"The consortium '{self.name}' has no SMPC party '{name}'; its parties are "
+                                  f"{', '.join(p.name for p in self.parties())}.")
+        return party
 
     def model_spec(self) -> ModelSpec:
         return self.model.spec()
@@ -337,7 +540,12 @@ class Consortium(_Record):
         return self.timing.timing()
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(self._file_form(), indent=2, ensure_ascii=False) + "\n"
+
+
+def format_version_for(*, secure: bool) -> int:
+    """The version a new file is written with: the lowest that holds what it uses."""
+    return SECURE_FORMAT if secure else PLAIN_FORMAT
 
 
 def _tuples(value: Any) -> Any:
@@ -352,10 +560,11 @@ def parse_consortium(text: str, *, source: str) -> Consortium:
     except json.JSONDecodeError as exc:
         raise ConsortiumFileInvalid(f"The consortium file '{source}' is not valid JSON.", path=source,
                                     detail=str(exc)) from exc
-    if isinstance(raw, dict) and raw.get("format_version") not in (None, FORMAT_VERSION):
+    if isinstance(raw, dict) and raw.get("format_version") not in (None, *READABLE_FORMATS):
         raise ConsortiumFileInvalid(
             f"The consortium file '{source}' has format version {raw.get('format_version')!r}; "
-            f"this version of MedFedChain reads version {FORMAT_VERSION}.", path=source)
+            f"this version of MedFedChain reads versions {READABLE_FORMATS[0]} to {READABLE_FORMATS[-1]}.",
+            path=source)
     try:
         return Consortium.model_validate(raw)
     except ValidationError as exc:

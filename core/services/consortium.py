@@ -3,6 +3,8 @@ file the admin makes (`init`), extends (`add_hospital`) and every site checks at
 
 No private key ever travels: each site runs `create_account` on its own machine and sends only
 the printed address to the admin; the admin signs the file; sites verify it against the chain.
+A secure consortium also pins each SMPC party's TLS certificate (made with `core.services.tls`);
+each site checks at start that its own certificate is the one pinned for it.
 """
 
 from __future__ import annotations
@@ -19,21 +21,28 @@ from core.data.loading import load_dataset
 from core.errors import ConfigError
 from core.federation.channel import RoundTiming
 from core.federation.consortium import (
-    FORMAT_VERSION,
+    SMPC_PLAYERS,
     Consortium,
+    ConsortiumError,
     ContractEntry,
     CoordinatorEntry,
+    DriverEntry,
     InputSchema,
     MemberEntry,
     ModelEntry,
+    Party,
+    PlayerEntry,
     PolicyEntry,
+    SmpcEntry,
     TimingEntry,
     check_dataset_fits,
+    format_version_for,
     load_consortium,
     write_consortium,
 )
 from core.federation.policy import VerificationPolicy
 from core.models.architecture import spec_for
+from core.services.tls import certificate_fingerprint, check_tls_identity, read_certificate
 from core.settings import Settings
 from ledger.accounts import PASSWORD_ENV
 from ledger.client import LedgerClient
@@ -53,9 +62,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AccountResult",
     "ConsortiumPlan",
+    "PartySite",
+    "SmpcPlan",
     "add_hospital",
     "account_address",
     "check_consortium",
+    "check_party",
     "check_dataset",
     "check_dataset_fits",
     "create_account",
@@ -64,6 +76,7 @@ __all__ = [
     "load_policy_file",
     "read_password",
     "show_consortium",
+    "smpc_entry",
     "Site",
 ]
 
@@ -111,6 +124,15 @@ def account_address(settings: Settings) -> str:
 
 
 @dataclass(frozen=True)
+class SmpcPlan:
+    """The SMPC parties of a secure consortium, as the admin collected their certificates."""
+
+    players: Sequence[tuple[str, str, Path]]  # (name, host:port of its TLS gateway, its tls-cert.pem)
+    driver_cert: Path
+    driver_address: str | None = None
+
+
+@dataclass(frozen=True)
 class ConsortiumPlan:
     """What the admin decides when setting up a consortium."""
 
@@ -124,6 +146,29 @@ class ConsortiumPlan:
     policy: VerificationPolicy = field(default_factory=VerificationPolicy)
     label_column: str | None = None
     drop_columns: Sequence[str] = ()
+    smpc: SmpcPlan | None = None  # None: a plain consortium, no TLS pinned
+
+
+def smpc_entry(plan: SmpcPlan) -> SmpcEntry:
+    """The SMPC section from the admin's plan: each certificate file read and checked, the players
+    put in protocol order (server0, server1, server2)."""
+    by_name: dict[str, tuple[str, Path]] = {}
+    for name, address, cert in plan.players:
+        if name not in SMPC_PLAYERS:
+            raise ConsortiumError(f"Unknown SMPC player '{name}': the players are {', '.join(SMPC_PLAYERS)}.")
+        if name in by_name:
+            raise ConsortiumError(f"The SMPC player '{name}' is given twice.")
+        by_name[name] = (address, cert)
+    missing = [name for name in SMPC_PLAYERS if name not in by_name]
+    if missing:
+        raise ConsortiumError(f"A secure consortium needs all three SMPC players; missing: "
+                              f"{', '.join(missing)}.")
+    players = [PlayerEntry.checked(f"SMPC player '{name}'", name=name, address=by_name[name][0],
+                                   tls_cert=read_certificate(by_name[name][1], whose=f"SMPC player '{name}'"))
+               for name in SMPC_PLAYERS]
+    driver = DriverEntry.checked("SMPC driver", address=plan.driver_address,
+                                 tls_cert=read_certificate(plan.driver_cert, whose="the SMPC driver"))
+    return SmpcEntry.checked("SMPC section", players=tuple(players), driver=driver)
 
 
 def _rpc(settings: Settings, rpc_url: str | None) -> str:
@@ -146,6 +191,7 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
                                  vote_seconds=plan.timing.vote_seconds,
                                  aggregate_seconds=plan.timing.aggregate_seconds)
     policy = PolicyEntry.of(plan.policy)
+    smpc = smpc_entry(plan.smpc) if plan.smpc is not None else None
     url = _rpc(settings, rpc_url)
     secret = password()
     if own_address(settings.keystore_dir) is None:
@@ -158,10 +204,12 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
                                receipt_timeout=RECEIPT_TIMEOUT)
     _fund_member(w3, coordinator.address, admin, url)
     unsigned = Consortium.checked(
-        "consortium", format_version=FORMAT_VERSION, name=plan.name, chain_id=client.chain_id,
+        "consortium", format_version=format_version_for(secure=smpc is not None), name=plan.name,
+        chain_id=client.chain_id,
         contract=ContractEntry(address=client.address, code_hash=client.code_hash()),
         admin=admin.address, coordinator=coordinator, model=ModelEntry.of(spec),
         input_schema=InputSchema.of(dataset), policy=policy, timing=timing, aggregator=plan.aggregator,
+        smpc=smpc,
     )
     consortium = sign_consortium(unsigned, admin)
     write_consortium(out, consortium)
@@ -170,12 +218,14 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
 
 
 def add_hospital(path: Path, *, settings: Settings, rpc_url: str | None, address: str, hospital_id: str,
-                 store_url: str, password: Callable[[], str]) -> Consortium:
+                 store_url: str, password: Callable[[], str], tls_cert: Path | None = None) -> Consortium:
     """Registers a hospital on chain (admin only, between rounds) and rewrites the file, re-signed,
-    listing it. Safe to re-run: a hospital already registered as asked is only written."""
+    listing it (with the certificate in `tls_cert`, required when the consortium is secure). Safe
+    to re-run: a hospital already registered as asked is only written."""
     consortium = load_consortium(path, recover_signer)
-    extended = consortium.with_member(MemberEntry.checked("hospital", address=address,
-                                                          hospital_id=hospital_id, store_url=store_url))
+    cert = read_certificate(tls_cert, whose=f"hospital '{hospital_id}'") if tls_cert is not None else None
+    extended = consortium.with_member(MemberEntry.checked("hospital", address=address, hospital_id=hospital_id,
+                                                          store_url=store_url, tls_cert=cert))
     client = _client(consortium, settings, rpc_url)
     verify_on_chain(consortium, client)
     admin = unlock_own_account(settings.keystore_dir, password())
@@ -201,21 +251,61 @@ def show_consortium(path: Path) -> Consortium:
 
 @dataclass(frozen=True)
 class Site:
-    """This machine in a verified consortium: its account, and its hospital id (None: coordinator)."""
+    """This machine in a verified consortium: its account, its hospital id (None: coordinator)
+    and, in a secure consortium, its pinned TLS certificate's fingerprint."""
 
     consortium: Consortium
     account: str
     hospital_id: str | None
+    tls_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class PartySite:
+    """This machine as one SMPC party of a verified secure consortium."""
+
+    consortium: Consortium
+    party: Party
+    tls_fingerprint: str
+    account: str | None  # a hospital's; players and the driver need no ledger account
+    chain_checked: bool
 
 
 def check_consortium(path: Path, *, settings: Settings, rpc_url: str | None) -> Site:
     """What a site runs at start: the file is signed by its admin, the chain holds the federation
-    it describes, and this machine's account is one of its hospitals or its coordinator."""
+    it describes, this machine's account is one of its hospitals or its coordinator, and (secure
+    consortium) a hospital's TLS certificate is the one pinned for it."""
     consortium = load_consortium(path, recover_signer)
     account = account_address(settings)
     verify_on_chain(consortium, _client(consortium, settings, rpc_url), account=account)
     member = consortium.member(account)
-    return Site(consortium, account, member.hospital_id if member is not None else None)
+    if member is None:
+        return Site(consortium, account, None)
+    if not consortium.secure:
+        return Site(consortium, account, member.hospital_id)
+    return Site(consortium, account, member.hospital_id,
+                check_tls_identity(consortium, settings.tls_dir, member.hospital_id))
+
+
+def check_party(path: Path, *, settings: Settings, rpc_url: str | None, party: str) -> PartySite:
+    """What an SMPC party runs at start: the file is signed by its admin and this machine's TLS
+    certificate is the one pinned for `party`. A hospital is checked as `check_consortium` does
+    (and must be `party`); a player or the driver has no account, and the chain is checked when a
+    ledger node is known (--rpc or the settings' rpc_url)."""
+    consortium = load_consortium(path, recover_signer)
+    found = consortium.pinned_party(party)
+    if found.role == "hospital":
+        site = check_consortium(path, settings=settings, rpc_url=rpc_url)
+        if site.hospital_id != party or site.tls_fingerprint is None:
+            role = "the coordinator" if site.hospital_id is None else f"hospital '{site.hospital_id}'"
+            raise ConsortiumError(f"This machine's account ({site.account}) is {role} of '{consortium.name}', "
+                                  f"not '{party}'.")
+        return PartySite(site.consortium, found, site.tls_fingerprint, site.account, chain_checked=True)
+    chain = bool(rpc_url or settings.rpc_url)
+    if chain:
+        verify_on_chain(consortium, _client(consortium, settings, rpc_url))
+    pinned = check_tls_identity(consortium, settings.tls_dir, party)
+    return PartySite(consortium, found, pinned, None, chain_checked=chain)
 
 
 def check_dataset(consortium: Consortium, source: str, *, label_column: str | None = None,
@@ -265,7 +355,28 @@ def format_consortium(consortium: Consortium) -> str:
         f"  timing        commit {timing.commit_seconds:g} s, vote {timing.vote_seconds:g} s, "
         f"aggregate {timing.aggregate_seconds:g} s",
         f"  aggregator    {consortium.aggregator}",
+        *_smpc_lines(consortium),
         f"  members       {len(consortium.members)}",
-        *(f"    {m.hospital_id:<20} {m.address}  store {m.store_url}" for m in consortium.members),
+        *(line for m in consortium.members for line in _member_lines(m)),
     ]
     return "\n".join(lines)
+
+
+def _smpc_lines(consortium: Consortium) -> list[str]:
+    if consortium.smpc is None:
+        return ["  smpc          none (verification in plaintext, no TLS certificates pinned)"]
+    smpc = consortium.smpc
+    lines = [f"  smpc          {smpc.protocol}, each party pinned to its TLS certificate (SHA-256 fingerprint)"]
+    for player in smpc.players:
+        lines.append(f"    {player.name:<20} player  {player.address:<30} "
+                     f"{certificate_fingerprint(player.tls_cert, whose=player.name)}")
+    lines.append(f"    {'driver':<20} driver  {smpc.driver.address or '(dials out)':<30} "
+                 f"{certificate_fingerprint(smpc.driver.tls_cert, whose='the driver')}")
+    return lines
+
+
+def _member_lines(member: MemberEntry) -> list[str]:
+    lines = [f"    {member.hospital_id:<20} {member.address}  store {member.store_url}"]
+    if member.tls_cert is not None:
+        lines.append(f"    {'':<20} tls {certificate_fingerprint(member.tls_cert, whose=member.hospital_id)}")
+    return lines

@@ -19,7 +19,7 @@ from core.federation.consortium import (
 )
 from ledger.consortium import recover_signer, sign_consortium
 from ledger.errors import WrongAdmin
-from tests.core.federation.consortium_sample import sample_consortium
+from tests.core.federation.consortium_sample import sample_consortium, secure_sample, tls_cert
 
 ADMIN = Account.from_key("0x" + "42" * 32)
 MALLORY = Account.from_key("0x" + "66" * 32)
@@ -93,3 +93,54 @@ def test_only_the_named_admin_signs() -> None:
     consortium = sample_consortium(load_dataset("breast_cancer"), admin=ADMIN.address)
     with pytest.raises(WrongAdmin):
         sign_consortium(consortium, MALLORY)
+
+
+def test_a_file_signed_before_format_2_still_verifies_and_reads_back_byte_for_byte() -> None:
+    # Written and signed by the format-1 code, before the smpc section existed.
+    path = Path(__file__).parent / "data" / "consortium-v1.json"
+
+    consortium = load_consortium(path, recover_signer)
+
+    assert consortium.admin == ADMIN.address and consortium.format_version == 1
+    assert not consortium.secure and consortium.members[0].tls_cert is None
+    assert consortium.to_json() == path.read_text(encoding="utf-8")
+
+
+MALLORY_CERT = tls_cert("mallory")
+
+
+@pytest.fixture
+def secure_file(tmp_path: Path) -> Path:
+    consortium = sign_consortium(secure_sample(load_dataset("breast_cancer"), admin=ADMIN.address), ADMIN)
+    path = tmp_path / "consortium.json"
+    write_consortium(path, consortium)
+    return path
+
+
+def _downgrade(raw: dict) -> None:
+    """An attacker who strips the TLS pinning to make the federation run without it."""
+    raw.pop("smpc")
+    raw["format_version"] = 1
+    for member in raw["members"]:
+        member.pop("tls_cert")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda raw: raw["smpc"]["players"][0].update(address="mallory.example.org:4440"),
+                     id="moved player"),
+        pytest.param(lambda raw: raw["smpc"]["players"][2].update(tls_cert=MALLORY_CERT), id="player cert"),
+        pytest.param(lambda raw: raw["smpc"]["driver"].update(tls_cert=MALLORY_CERT), id="driver cert"),
+        pytest.param(lambda raw: raw["smpc"]["driver"].update(address="mallory.example.org:1"), id="driver address"),
+        pytest.param(lambda raw: raw["members"][0].update(tls_cert=MALLORY_CERT), id="member cert"),
+        pytest.param(_downgrade, id="pinning stripped"),
+    ],
+)
+def test_a_tampered_secure_file_is_refused(secure_file: Path, change) -> None:
+    load_consortium(secure_file, recover_signer)  # as signed, it verifies
+    _tamper(secure_file, change)
+
+    with pytest.raises(ConsortiumSignatureInvalid) as caught:
+        load_consortium(secure_file, recover_signer)
+    assert "changed after the admin signed it" in caught.value.user_message

@@ -108,8 +108,8 @@ def test_an_unreadable_file_and_broken_json_are_refused(tmp_path: Path) -> None:
 
 def test_a_newer_format_is_named_as_such(table: Dataset) -> None:
     raw = _raw(table)
-    raw["format_version"] = 2
-    with pytest.raises(ConsortiumFileInvalid, match="format version 2"):
+    raw["format_version"] = 3
+    with pytest.raises(ConsortiumFileInvalid, match="format version 3"):
         parse_consortium(json.dumps(raw), source="c.json")
 
 

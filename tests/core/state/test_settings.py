@@ -38,6 +38,7 @@ def test_defaults_derive_every_path_from_home(tmp_path: Path) -> None:
     assert settings.db_path == home / "medfedchain.db"
     assert settings.keystore_dir == home / "keystore"
     assert settings.blob_dir == home / "blobs"
+    assert settings.tls_dir == home / "tls"
     assert settings.rpc_url is None
     assert settings.smpc_players is None
     assert settings.smpc_protocol == "securenn"
