@@ -1,7 +1,7 @@
 """Benchmark of the SMPC layer: encrypted verification and secure aggregation against their
 plaintext counterparts, for both CNNs, and a whole secure round of 5 hospitals.
 
-    python bench/smpc.py [--batch-size 64] [--rows 128] [--players players.json]
+    python bench/smpc.py [--batch-size 64] [--rows 128]
 
 Prints one JSON document. Each architecture runs in a child process so its peak memory
 (ru_maxrss) is its own.
@@ -10,6 +10,7 @@ Prints one JSON document. Each architecture runs in a child process so its peak 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -35,7 +36,7 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _case(architecture: str, batch_size: int, rows: int, players: Path | None, protocol: str) -> dict:
+def _case(architecture: str, batch_size: int, rows: int, protocol: str) -> dict:
     import numpy as np
 
     from core.data.dataset import DataKind, Dataset
@@ -45,7 +46,7 @@ def _case(architecture: str, batch_size: int, rows: int, players: Path | None, p
     from core.models.keras_builder import build_keras_model
     from core.models.weights import add, parameter_count, weights_hash
     from core.progress import CancelToken, ignore_progress
-    from smpc.factory import build_secure_components
+    from smpc.factory import build_in_process
 
     rng = np.random.default_rng(0)
     if architecture == "tabular_cnn":
@@ -80,38 +81,50 @@ def _case(architecture: str, batch_size: int, rows: int, players: Path | None, p
     for i in range(hospitals):
         delta = [rng.normal(scale=0.02, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 100 + i, weights_hash(add(glob, delta))))
-    verifier, aggregator = build_secure_components(
-        spec, protocol=protocol, players=players, batch_size=batch_size
-    )
+    recorded: dict = {}
+    fed = build_in_process(spec, lambda n, h: recorded[(n, h)].share_commitments, protocol=protocol,
+                           batch_size=batch_size)
+    owners = {c.hospital_id: fed.owner(c.hospital_id) for c in candidates}
+
+    def share_round(n: int, cands: list, validators: dict) -> None:
+        for c in cands:
+            owners[c.hospital_id].begin_round(n, glob)
+            recorded[(n, c.hospital_id)] = owners[c.hospital_id].commit(c, validators.get(c.hospital_id))
 
     # One candidate on one validation batch, warm: encrypted vs Keras `model(x)`.
     batch = data(batch_size, 1)
     x = batch.x
     plain_s = _median_time(lambda: model(x, training=False), 20)
-    one = [ValidatorInput("h0", batch, candidates[0].delta)]
-    verifier.begin_round(1, glob)
-    commitments = [verifier.commit(c) for c in candidates]
-    secure_s = _median_time(lambda: verifier.score(candidates[:1], one, ignore_progress, CancelToken()), 3)
+    share_round(1, candidates, {"h0": ValidatorInput("h0", batch, candidates[0].delta)})
+    secure_s = _median_time(
+        lambda: fed.driver.score_round(1, 0, glob, ["h0"], ignore_progress, CancelToken()), 3)
 
+    commitments = [recorded[(1, c.hospital_id)] for c in candidates]
+    fed.driver.score_round(1, 0, glob, [c.hospital_id for c in candidates], ignore_progress, CancelToken())
     fedavg = FedAvg()
     plain_agg_s = _median_time(lambda: fedavg.aggregate(glob, candidates, commitments), 20)
-    secure_agg_s = _median_time(lambda: aggregator.aggregate(glob, candidates, commitments), 5)
+    blind = [dataclasses.replace(c, delta=[]) for c in candidates]
+    secure_agg_s = _median_time(lambda: fed.driver.aggregate(glob, blind, commitments), 5)
 
-    # A whole secure round: 5 candidates committed, scored by 5 validators, aggregated.
-    validators = [ValidatorInput(f"h{i}", data(rows, 10 + i), candidates[i].delta) for i in range(hospitals)]
+    # A whole secure round: 5 hospitals share their update and validation rows, the driver
+    # scores every candidate for every validator, each collects its scores, then aggregation.
+    validators = {f"h{i}": ValidatorInput(f"h{i}", data(rows, 10 + i), candidates[i].delta)
+                  for i in range(hospitals)}
     start = time.perf_counter()
-    verifier.begin_round(2, glob)
-    round_candidates = [Candidate(c.hospital_id, 2, c.delta, c.num_samples, c.model_hash) for c in candidates]
-    round_commitments = [verifier.commit(c) for c in round_candidates]
-    verifier.score(round_candidates, validators, ignore_progress, CancelToken())
-    aggregator.aggregate(glob, round_candidates, round_commitments)
+    round_candidates = [dataclasses.replace(c, round_number=2) for c in candidates]
+    share_round(2, round_candidates, validators)
+    fed.driver.score_round(2, 0, glob, [c.hospital_id for c in round_candidates], ignore_progress, CancelToken())
+    for c in round_candidates:
+        owners[c.hospital_id].score(round_candidates, [validators[c.hospital_id]], ignore_progress, CancelToken())
+    fed.driver.aggregate(glob, [dataclasses.replace(c, delta=[]) for c in round_candidates],
+                         [recorded[(2, c.hospital_id)] for c in round_candidates])
     round_s = time.perf_counter() - start
-    verifier.close()
+    fed.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {
         "architecture": architecture,
         "protocol": protocol,
-        "player_mode": "remote" if players else "in-process",
+        "player_mode": "in-process",
         "batch_size": batch_size,
         "parameters": parameter_count(glob),
         "verification": {
@@ -141,12 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rows", type=int, default=128, help="validation rows per hospital in the round")
-    parser.add_argument("--players", type=Path, default=None, help="players.json (default: in-process)")
     parser.add_argument("--protocol", default="securenn")
     parser.add_argument("--architecture", choices=["tabular_cnn", "image_cnn"], default=None)
     args = parser.parse_args(argv)
     if args.architecture:
-        print(json.dumps(_case(args.architecture, args.batch_size, args.rows, args.players, args.protocol)))
+        print(json.dumps(_case(args.architecture, args.batch_size, args.rows, args.protocol)))
         return 0
     results = []
     for architecture in ("tabular_cnn", "image_cnn"):
@@ -162,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
             "--protocol",
             args.protocol,
         ]
-        if args.players:
-            cmd += ["--players", str(args.players)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps({"benchmark": "smpc", "cases": results}, indent=2))

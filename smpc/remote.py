@@ -58,8 +58,8 @@ class _Refusal(Exception):
 class SharePlayerHandler(grpc.GenericRpcHandler):
     """Routes `SharePlayer` calls to a `PlayerService` after checking who calls."""
 
-    def __init__(self, service: PlayerService, identify: Identify) -> None:
-        self.service = service
+    def __init__(self, player: PlayerService | None, identify: Identify) -> None:
+        self.player = player  # set once the player's TensorFlow server runs; calls before are refused
         self.identify = identify
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:  # type: ignore[override]
@@ -105,7 +105,9 @@ class SharePlayerHandler(grpc.GenericRpcHandler):
         context.abort(refusal.code, json.dumps({"kind": refusal.kind, "message": refusal.message, **refusal.extra}))
 
     def _dispatch(self, method: str, party: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-        s = self.service
+        s = self.player
+        if s is None:
+            raise _Refusal(grpc.StatusCode.UNAVAILABLE, "smpc", "The SMPC player is still starting.")
         n, attempt = int(meta.get("round", -1)), int(meta.get("attempt", -1))
         if method == "PutUpdate":  # the caller's own update only: the id is the certificate's
             tensors = [arrays[f"t{i}"] for i in range(int(meta["tensors"]))]

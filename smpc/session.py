@@ -119,6 +119,8 @@ class SmpcSession:
         self._slots: list[_SlotPrograms] = []
         self._shapes: list[tuple[int, ...]] = []
         self._agg_cache: dict[int, tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]] = {}
+        self._connect_ops: tuple[list[tf.Tensor], tf.Operation] | None = None
+        self._global_assign: tuple[list[tuple[tf.Tensor, tf.Tensor]], tf.Operation] | None = None
         self.fetched: list[str] = []  # names of every tensor this driver fetched: public results only
 
     # ---------------------------------------------------------------- lifecycle
@@ -168,44 +170,49 @@ class SmpcSession:
     def _connect(self) -> None:
         assert self._graph is not None
         target = self._target()
-        sess = tf.compat.v1.Session(target, graph=self._graph, config=session_config())
+        config = session_config()
+        if self.players is not None:
+            # The players' gateways accept the graphs this session built, not grappler's rewrites.
+            config.graph_options.rewrite_options.disable_meta_optimizer = True
+        sess = tf.compat.v1.Session(target, graph=self._graph, config=config)
         try:
             own = [d for d in graph_rng_devices(self._graph) if not self._is_player_device(d)]
+            flags, initializer = self._connect_programs()
             with self._translate_errors("connecting"):
                 initialize_rng_states(sess, own)
-                self._require_player_rng(sess)
-                with self._graph.as_default():
-                    uninitialized = sess.run(
-                        tf.compat.v1.report_uninitialized_variables(), options=self._options()
-                    )
-                names = {n.decode() for n in uninitialized}
-                to_init = [v for v in self._graph.get_collection("variables") if v.op.name in names]
-                if to_init:
-                    with self._graph.as_default():
-                        sess.run(tf.compat.v1.variables_initializer(to_init), options=self._options())
+                if flags:
+                    self._require_player_rng(sess.run(flags, options=self._options()))
+                # The network's weight variables: overwritten with a candidate before every use.
+                sess.run(initializer, options=self._options())
         except BaseException:
             sess.close()
             raise
         self._sess = sess
+
+    def _connect_programs(self) -> tuple[list[tf.Tensor], tf.Operation]:
+        """Built once, so the graphs a player is sent are the protocol's own (see protocol_graph)."""
+        if self._connect_ops is None:
+            from smpc.compat import rng_state_handle
+
+            assert self._graph is not None
+            with self._graph.as_default():
+                flags = []
+                if self.players is not None:
+                    for name in self.players.names:
+                        with tf.device(self.players.device(name)):
+                            flags.append(tf.raw_ops.VarIsInitializedOp(resource=rng_state_handle(self.players.device(name))))
+                initializer = tf.compat.v1.variables_initializer(self._graph.get_collection("variables"))
+            self._connect_ops = (flags, initializer)
+        return self._connect_ops
 
     def _is_player_device(self, device: str) -> bool:
         if self.players is None:
             return False
         return any(device == self.players.device(name) for name in self.players.names)
 
-    def _require_player_rng(self, sess: tf.compat.v1.Session) -> None:
+    def _require_player_rng(self, ready: Sequence[bool]) -> None:
         """A remote player seeds its own generator at start-up; refuse one that did not."""
-        if self.players is None:
-            return
-        from smpc.compat import rng_state_handle
-
-        devices = [self.players.device(n) for n in self.players.names]
-        with self._graph.as_default():  # type: ignore[union-attr]
-            flags = []
-            for device in devices:
-                with tf.device(device):
-                    flags.append(tf.raw_ops.VarIsInitializedOp(resource=rng_state_handle(device)))
-        ready = sess.run(flags, options=self._options())
+        assert self.players is not None
         missing = [n for n, ok in zip(self.players.names, ready, strict=True) if not ok]
         if missing:
             raise PlayerUnavailable(
@@ -489,12 +496,9 @@ class SmpcSession:
     def _run_unrecorded(self, fetches: Any, feed: dict | None) -> Any:
         return self._run(fetches, feed, what="storing player values", record=False)
 
-    def load_global(self, global_weights: Weights) -> None:
-        """Shares the (public) global model into the players; candidates are added to it."""
-        encoded = [self.fmt.encode(w, what="global model weights") for w in global_weights]
-        shares = [share(e) for e in encoded]
+    def _global_program(self) -> tuple[list[tuple[tf.Tensor, tf.Tensor]], tf.Operation]:
         with self._lock, self._building():
-            if not hasattr(self, "_global_assign"):
+            if self._global_assign is None:
                 feeds, ops = [], []
                 for i, shape in enumerate(self._shapes):
                     pair = self._public_pair(tf.int64, shape, f"global{i}_")
@@ -503,7 +507,31 @@ class SmpcSession:
                             ops.append(names.assign(names.global_name(p, i), pair[p]))
                     feeds.append(pair)
                 self._global_assign = (feeds, tf.group(*ops))
-        feeds, op = self._global_assign
+        return self._global_assign
+
+    def protocol_graph(self, weight_shapes: Sequence[tuple[int, ...]]) -> tf.Graph:
+        """Every program this session runs, built but not connected: what a player compares the
+        graphs it is sent with (its gateway's op allow list is made from it)."""
+        with self._lock:
+            if self._graph is None:
+                self._shapes = [tuple(s) for s in weight_shapes]
+                self._build()
+            self.ensure_slots(1)
+            self._aggregation_program(1)
+            self._global_program()
+            self._connect_programs()
+            assert self._graph is not None
+            return self._graph
+
+    def start_server(self) -> None:
+        """Starts this driver's own TensorFlow server (remote players) without connecting yet."""
+        self._target()
+
+    def load_global(self, global_weights: Weights) -> None:
+        """Shares the (public) global model into the players; candidates are added to it."""
+        encoded = [self.fmt.encode(w, what="global model weights") for w in global_weights]
+        shares = [share(e) for e in encoded]
+        feeds, op = self._global_program()
         feed = {}
         for pair, (s0, s1) in zip(feeds, shares, strict=True):
             feed[pair[0]], feed[pair[1]] = s0, s1
