@@ -2,7 +2,7 @@
 
     python main.py                      the app (a headless demo federation without a display)
     python main.py simulate ...         a whole federation of simulated hospitals
-    python main.py smpc-player ...      one SMPC player process
+    python main.py smpc-player ...      one SMPC player of a secure consortium
     python main.py ledger audit|show    check or list the ledger
     python main.py node ...             run this machine's hospital in a consortium
     python main.py coordinator ...      run the consortium's coordinator
@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-ledger", action="store_true", help="record in SQLite only")
     sim.add_argument("--json", type=Path, help="write the report here")
 
-    player = sub.add_parser("smpc-player", help="run one SMPC player process")
-    player.add_argument("--name", required=True)
-    player.add_argument("--config", required=True, type=Path, help="players.json")
-    player.add_argument("-v", "--verbose", action="store_true")
+    player = sub.add_parser("smpc-player", help="run one SMPC player of a secure consortium (headless)")
+    _add_home(player)
+    player.add_argument("--consortium", required=True, type=Path, help="the signed consortium file")
+    player.add_argument("--name", required=True, help="this player's name in the file: server0, server1 or server2")
+    player.add_argument("--rpc", help="the consortium's ledger node (JSON-RPC URL)")
 
     ledger = sub.add_parser("ledger", help="inspect the ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -313,11 +314,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_simulate(demo_args)
 
 
-def cmd_player(args: argparse.Namespace) -> int:
-    from smpc.player import run_player
+def _relaunch_under_shim() -> None:
+    """A process whose TensorFlow server must stay on loopback starts again under the shim."""
+    from smpc.relaunch import reexec_under_shim
 
-    run_player(args.name, args.config)
-    return EXIT_OK
+    reexec_under_shim()
+
+
+def _secure_file(path: Path) -> bool:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("smpc") is not None
+    except (OSError, ValueError, AttributeError):
+        return False  # the consortium check says what is wrong with the file
+
+
+def cmd_player(args: argparse.Namespace) -> int:
+    _relaunch_under_shim()
+    from core.services.deployment import PlayerPlan, open_player
+
+    site = open_player(PlayerPlan(consortium=args.consortium, name=args.name, rpc_url=args.rpc), _settings(args))
+    print(f"SMPC player ready: {args.name}", flush=True)
+    return _run_site(site, None)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -456,7 +473,10 @@ def _run_site(site: Any, until_round: int | None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
     try:
         print(f"MedFedChain {site.name}: following the consortium's rounds (Ctrl-C stops).", flush=True)
-        site.run(cancel, until_round=until_round)
+        if until_round is None:
+            site.run(cancel)
+        else:
+            site.run(cancel, until_round=until_round)
     finally:
         site.close()
     return EXIT_CANCELLED if cancel.cancelled else EXIT_OK
@@ -475,6 +495,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
+    if _secure_file(args.consortium):
+        _relaunch_under_shim()  # the coordinator's process is then the SMPC driver
     from core.services.deployment import CoordinatorPlan, open_coordinator
 
     settings = _settings(args)

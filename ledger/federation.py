@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from core.federation.channel import COORDINATOR
+from core.federation.channel import COORDINATOR, OBSERVER
 from core.state.blobs import BlobStore
 from ledger.accounts import keystore_password
 from ledger.blobs import BlobServer
@@ -102,3 +102,18 @@ def open_site_channel(settings: LedgerSettings, contract_address: str, identity:
     logger.info("model store of %s served at %s", identity, server.url)
     return LedgerChannel(session.client, identity, account, store, clock=block_clock(session))
 
+
+
+def open_reader_channel(settings: LedgerSettings, contract_address: str,
+                        closers: list[Callable[[], None]]) -> LedgerChannel:
+    """A channel that only reads the round state (an SMPC player has no ledger account)."""
+    if settings.rpc_url is None:
+        raise LedgerError("An SMPC player reads the hospitals' share commitments from the consortium's "
+                          "ledger node: pass --rpc URL or set the ledger node URL in the settings.")
+    session = open_ledger(LedgerSettings(
+        home=settings.home, rpc_url=settings.rpc_url, contract_address=contract_address,
+        receipt_timeout=settings.receipt_timeout, retry=settings.retry, keystore_path=settings.keystore_path,
+        blob_path=settings.blob_path,
+    ), read_only=True)
+    closers.append(session.close)
+    return LedgerChannel(session.client, OBSERVER, None, BlobStore(settings.blob_dir), clock=block_clock(session))

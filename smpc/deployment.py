@@ -15,9 +15,6 @@ every other task at a local gateway forwarder: addresses differ per process, tas
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +29,13 @@ from smpc.remote import RemotePlayer, SharePlayerHandler
 from smpc.session import FIXED, SmpcSession
 from smpc.transport.gateway import Gateway, OpAllowList, caller, client_channel, protocol_op_types
 from smpc.transport.identity import TlsIdentity
-from smpc.transport.loopback import PORTS_ENV, ensure_loopback_only, loopback_env
+from smpc.relaunch import raw_port_under_shim
+from smpc.transport.loopback import ensure_loopback_only
 from smpc.transport.parties import Party, PartyDirectory
 
 log = logging.getLogger(__name__)
 
 JOB = "medfedchain"
-RAW_PORT_ENV = "MEDFEDCHAIN_RAW_PORT"
 UNUSED_ADDRESS = "127.0.0.1:9"  # a task this process never calls (the players never call the driver)
 
 
@@ -46,35 +43,6 @@ def directory_of(parties: Iterable[tuple[str, str, str | None, str]]) -> PartyDi
     """(name, role, address, certificate PEM) of every pinned party."""
     return PartyDirectory(Party(name, role, cert.encode("ascii"), address)  # type: ignore[arg-type]
                           for name, role, address, cert in parties)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def raw_port_under_shim() -> int | None:
-    """This process's raw TensorFlow port if it runs under the loopback shim, else None."""
-    port = os.environ.get(RAW_PORT_ENV)
-    if port and port in os.environ.get(PORTS_ENV, "").split(",") and "bind_loopback" in os.environ.get(
-            "LD_PRELOAD", ""):
-        return int(port)
-    return None
-
-
-def reexec_under_shim() -> None:
-    """Starts this very command again under the loopback shim with a fresh raw port, unless it
-    already runs so; returns only in the process that runs under the shim."""
-    if raw_port_under_shim() is not None:
-        return
-    port = free_port()
-    env = loopback_env([port], os.environ)
-    env[RAW_PORT_ENV] = str(port)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = [sys.executable, *sys.argv] if not getattr(sys, "frozen", False) else [sys.executable, *sys.argv[1:]]
-    os.execve(sys.executable, argv, env)
 
 
 def _identify(directory: PartyDirectory) -> Callable[[Any], tuple[str, str]]:
@@ -229,4 +197,4 @@ def plain_parties(records: Sequence[Any]) -> list[tuple[str, str, str | None, st
 
 
 __all__ = ["DRIVER", "JOB", "PlayerProcess", "RemoteDriver", "directory_of", "open_remote_driver",
-           "owner_links", "plain_parties", "reexec_under_shim"]
+           "owner_links", "plain_parties"]

@@ -40,6 +40,7 @@ class Phase(str, Enum):
 
 
 COORDINATOR = "coordinator"  # the identity of the coordinator's channel
+OBSERVER = "observer"  # a read-only identity: the archive, an SMPC player
 
 
 class PhaseError(FederationError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,11 @@ from core.federation.consortium import Consortium, check_dataset_fits
 from core.federation.hospital import HospitalData, LocalHospital
 from core.federation.plaintext_verifier import PlaintextVerifier
 from core.federation.roles.archive import RoundArchive
+from core.federation.interfaces import Aggregator
 from core.federation.roles.coordinator import Coordinator, Schedule
+from core.federation.roles.driver import ScoringDriver
 from core.federation.roles.node import HospitalNode
+from core.federation.roles.runner import Role
 from core.federation.types import HospitalInfo, Scores
 from core.models.evaluation import ModelEvaluator
 from core.models.training import TrainingConfig, initial_weights
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 # private root data, so a node cannot check it).
 CHECKABLE_AGGREGATORS = ("fedavg", "krum", "median", "trimmed_mean")
 OUTAGE_RETRY_SECONDS = 5.0
+DRIVER_PARTY = "driver"  # the SMPC driver's name among a secure consortium's parties
 EXIT_AT_ENV = "MEDFED_TEST_EXIT_AT"  # "<stage>:<round>": the process exits there (restart tests)
 
 
@@ -93,8 +97,9 @@ class Site:
 
     def __init__(self, name: str, role: HospitalNode | Coordinator, archive: RoundArchive,
                  database: Database, closers: list[Callable[[], None]], poll_seconds: float,
-                 progress: ProgressSink = ignore_progress) -> None:
+                 progress: ProgressSink = ignore_progress, *, helpers: Sequence[Role] = ()) -> None:
         self.name = name
+        self.helpers = list(helpers)  # roles run beside the main one: the coordinator's SMPC driver
         self.progress = progress
         self.linger_seconds = 0.0
         self.role = role
@@ -109,6 +114,8 @@ class Site:
 
     def step(self, cancel: CancelToken | None = None) -> bool:
         acted = self.role.step(cancel)
+        for helper in self.helpers:
+            acted = helper.step(cancel) or acted
         return self.archive.step() or acted
 
     def run(self, cancel: CancelToken, *, until_round: int | None = None) -> None:
@@ -230,9 +237,14 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
                                                  password=plan.keystore_password)
         recorder = SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
         aggregator = consortium.aggregator
+        if consortium.secure:
+            # Updates stay shares at the SMPC players: nothing to recompute the aggregate from.
+            verifier, global_check = wiring.secure_owner(consortium, settings, hid), None
+        else:
+            verifier = PlaintextVerifier(spec)
+            global_check = create_aggregator(aggregator) if aggregator in CHECKABLE_AGGREGATORS else None
         node = HospitalNode(
-            channel, hospital, PlaintextVerifier(spec), policy,
-            global_check=create_aggregator(aggregator) if aggregator in CHECKABLE_AGGREGATORS else None,
+            channel, hospital, verifier, policy, global_check=global_check,
             state=SqliteRoleState(database, federation_id, "node"), progress=progress,
         )
         evaluator = ModelEvaluator(spec)
@@ -275,13 +287,25 @@ def open_coordinator(plan: CoordinatorPlan, settings: Settings, progress: Progre
         channel = wiring.open_deployment_channel(settings, consortium, COORDINATOR, rpc_url=plan.rpc_url,
                                                  serve=_bind_address(consortium.coordinator.store_url),
                                                  closers=closers)
-        aggregator = create_aggregator(consortium.aggregator)
+        helpers: list[Role] = []
+        if consortium.secure:
+            from core.services.tls import check_tls_identity
+
+            # The coordinator's process is the SMPC driver: it scores and aggregates in SMPC.
+            check_tls_identity(consortium, settings.tls_dir, DRIVER_PARTY)
+            secure = wiring.open_secure_driver(consortium, settings, closers)
+            aggregator: Aggregator = secure.aggregator
+            helpers.append(ScoringDriver(channel, secure.scoring, progress=progress,
+                                         state=SqliteRoleState(database, federation_id, "driver")))
+        else:
+            aggregator = create_aggregator(consortium.aggregator)
         schedule = Schedule(rounds=plan.rounds, policy_digest=policy.digest(), timing=consortium.round_timing())
         coordinator = Coordinator(channel, aggregator, schedule, initial_weights(spec, plan.seed), progress=progress)
         recorder = SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
         archive = RoundArchive(channel, recorder, policy, state=SqliteRoleState(database, federation_id, "archive"),
                                progress=progress)
-        site = Site(COORDINATOR, coordinator, archive, database, closers, plan.poll_seconds, progress)
+        site = Site(COORDINATOR, coordinator, archive, database, closers, plan.poll_seconds, progress,
+                    helpers=helpers)
         site.linger_seconds = plan.linger_seconds
         return site
     except BaseException:
@@ -290,3 +314,46 @@ def open_coordinator(plan: CoordinatorPlan, settings: Settings, progress: Progre
         database.close()
         raise
 
+
+
+@dataclass(frozen=True)
+class PlayerPlan:
+    """What `python main.py smpc-player` is asked."""
+
+    consortium: Path
+    name: str
+    rpc_url: str | None = None
+
+
+class PlayerSite:
+    """One SMPC player of a secure consortium running on this machine until cancelled."""
+
+    def __init__(self, name: str, closers: list[Callable[[], None]]) -> None:
+        self.name = name
+        self._closers = closers
+
+    def run(self, cancel: CancelToken) -> None:
+        while not cancel.cancelled:
+            cancel.wait(1.0)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            close()
+
+
+def open_player(plan: PlayerPlan, settings: Settings) -> PlayerSite:
+    """SMPC player `plan.name` of the consortium, serving on the address the file pins for it."""
+    from core.services.consortium import check_party
+
+    site = check_party(plan.consortium, settings=settings, rpc_url=plan.rpc_url, party=plan.name)
+    if site.party.role != "player":
+        raise ConfigError(f"'{plan.name}' is the consortium's {site.party.role}, not an SMPC player.")
+    closers: list[Callable[[], None]] = []
+    try:
+        channel = wiring.open_reader_channel(settings, site.consortium, rpc_url=plan.rpc_url, closers=closers)
+        wiring.open_secure_player(site.consortium, settings, plan.name, channel, closers)
+        return PlayerSite(plan.name, closers)
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise

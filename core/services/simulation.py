@@ -23,7 +23,7 @@ from core.data.loading import dataset_summary, load_dataset
 from core.data.partition import SCHEMES, FederatedSplit, partition
 from core.errors import Cancelled, ConfigError, CoreError, describe_error
 from core.federation.aggregators import AGGREGATORS
-from core.federation.channel import COORDINATOR, Phase, RoundChannel, RoundOpened, RoundTiming
+from core.federation.channel import COORDINATOR, OBSERVER, Phase, RoundChannel, RoundOpened, RoundTiming
 from core.federation.hospital import HospitalData, LocalHospital
 from core.federation.interfaces import Aggregator, Verifier
 from core.federation.policy import VerificationPolicy
@@ -48,7 +48,6 @@ from core.state.role_state import SqliteRoleState
 
 log = logging.getLogger(__name__)
 
-OBSERVER = "observer"  # the archive's read-only identity on the channel
 # Simulated phases end as soon as every hospital has acted; the deadlines only matter for a
 # hospital that drops out, and the simulated clock jumps to them.
 SIMULATION_TIMING = RoundTiming(commit_seconds=3600, vote_seconds=3600, aggregate_seconds=3600)

@@ -135,3 +135,62 @@ def open_deployment_channel(settings: Settings, consortium: Consortium, identity
 
     return open_site_channel(_ledger_settings(settings, rpc_url or settings.rpc_url, password),
                              consortium.contract.address, identity, serve, closers)
+
+
+def _smpc_directory(consortium: Consortium):  # -> smpc.transport.parties.PartyDirectory
+    from smpc.deployment import directory_of
+
+    return directory_of((p.name, p.role, p.address, p.tls_cert) for p in consortium.parties())
+
+
+def _own_tls_identity(settings: Settings, party: str):  # -> smpc.transport.identity.TlsIdentity
+    from smpc.transport.identity import load_identity
+
+    return load_identity(settings.tls_dir, name=party)
+
+
+def secure_owner(consortium: Consortium, settings: Settings, hospital_id: str) -> Verifier:
+    """A hospital node's verifier in a secure consortium: it shares its own inputs with the two
+    share holders over mutual TLS and collects its own scores from them."""
+    from smpc.deployment import owner_links
+    from smpc.factory import owner_verifier
+
+    links = owner_links(_own_tls_identity(settings, hospital_id), _smpc_directory(consortium))
+    return owner_verifier(hospital_id, consortium.model_spec(), links)
+
+
+@dataclass
+class SecureDriver:
+    scoring: SecureScoring
+    aggregator: Aggregator
+
+
+def open_secure_driver(consortium: Consortium, settings: Settings, closers: list[Callable[[], None]]) -> SecureDriver:
+    """The SMPC driver in this (the coordinator's) process, which runs under the loopback shim."""
+    from smpc.deployment import open_remote_driver
+
+    remote = open_remote_driver(consortium.model_spec(), _own_tls_identity(settings, "driver"),
+                                _smpc_directory(consortium))
+    closers.append(remote.close)
+    return SecureDriver(remote.driver, remote.driver)
+
+
+def open_secure_player(consortium: Consortium, settings: Settings, name: str, channel: RoundChannel,
+                       closers: list[Callable[[], None]]) -> None:
+    """SMPC player `name` in this process (under the loopback shim), reading the hospitals' share
+    commitments from `channel`; serves until the process stops."""
+    from smpc.deployment import PlayerProcess
+
+    player = PlayerProcess(name, _own_tls_identity(settings, name), _smpc_directory(consortium),
+                           consortium.model_spec(), share_commitments_reader(channel))
+    player.start()
+    closers.append(player.stop)
+
+
+def open_reader_channel(settings: Settings, consortium: Consortium, *, rpc_url: str | None,
+                        closers: list[Callable[[], None]]) -> RoundChannel:
+    """A read-only channel on the consortium's chain, for a party without a ledger account."""
+    from ledger.federation import open_reader_channel as open_reader
+
+    return open_reader(_ledger_settings(settings, rpc_url or settings.rpc_url), consortium.contract.address,
+                       closers)

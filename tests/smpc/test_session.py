@@ -16,7 +16,6 @@ from core.models.weights import add, weights_hash
 from core.progress import CancelToken, Progress, ignore_progress
 from smpc.errors import ProtocolUnsupported, SmpcError
 from smpc.factory import build_in_process
-from smpc.player import main as player_main
 from smpc.players import PlayerConfig
 from tests.smpc.scenarios import tabular_data
 
@@ -106,12 +105,3 @@ def test_players_file_round_trips_and_orders_the_cluster(tmp_path: Path) -> None
 def test_malformed_players_files_are_refused(tmp_path: Path, raw: dict) -> None:
     with pytest.raises(SmpcError):
         PlayerConfig.load(_write(tmp_path, raw))
-
-
-def test_player_command_refuses_an_unknown_name(tmp_path: Path, capsys) -> None:
-    path = _write(
-        tmp_path,
-        {"players": {"a": "127.0.0.1:1", "b": "127.0.0.1:2", "c": "127.0.0.1:3"}, "driver": "127.0.0.1:4"},
-    )
-    assert player_main(["--name", "zed", "--config", str(path)]) == SmpcError.exit_code
-    assert "not a player" in capsys.readouterr().err
