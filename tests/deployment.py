@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.federation.channel import RoundTiming
-from core.services.consortium import ConsortiumPlan, add_hospital, create_account, init_consortium
+from core.services.consortium import ConsortiumPlan, SmpcPlan, add_hospital, create_account, init_consortium
+from core.services.tls import create_tls_identity
 from core.settings import load_settings
 from ledger.anvil import AnvilNode, ensure_anvil, free_port
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "samples" / "breast_cancer_wdbc.csv"
 PASSWORD = "loopback-test-password"
 LABEL = "diagnosis"
+PLAYERS = ("server0", "server1", "server2")
 
 
 def split_csv(source: Path, parts: int, out_dir: Path) -> list[Path]:
@@ -68,6 +70,9 @@ class LoopbackFederation:
     anvil: AnvilNode | None = None
     consortium: Path | None = None
     sites: dict[str, SiteProcess] = field(default_factory=dict)
+    secure: bool = False  # a secure consortium: SMPC players as processes, the driver in the coordinator
+    attack: str = "label_flip"
+    player_addresses: dict[str, str] = field(default_factory=dict)
 
     @property
     def hospital_ids(self) -> list[str]:
@@ -94,20 +99,38 @@ class LoopbackFederation:
             addresses[name] = create_account(load_settings(home=self.home(name)), lambda: PASSWORD).address
         records = split_csv(SAMPLE, self.hospitals, self.work / "records")
         self.consortium = self.work / "consortium.json"
+        certs: dict[str, Path] = {}
+        smpc = None
+        if self.secure:
+            # Every party makes its TLS identity in its own home; only certificates reach the admin.
+            # The coordinator's home is the SMPC driver's.
+            for name in [*PLAYERS, *self.hospital_ids]:
+                certs[name] = create_tls_identity(load_settings(home=self.home(name)), name).cert_path
+            certs["driver"] = create_tls_identity(load_settings(home=self.home("coordinator")), "driver").cert_path
+            self.player_addresses.update({name: f"127.0.0.1:{free_port()}" for name in PLAYERS})
+            smpc = SmpcPlan(players=[(n, self.player_addresses[n], certs[n]) for n in PLAYERS],
+                            driver_cert=certs["driver"])
         plan = ConsortiumPlan(name="loopback", dataset=str(SAMPLE), label_column=LABEL, drop_columns=("id",),
                               coordinator=addresses["coordinator"],
-                              coordinator_store_url=f"http://127.0.0.1:{free_port()}", timing=self.timing)
+                              coordinator_store_url=f"http://127.0.0.1:{free_port()}", timing=self.timing,
+                              smpc=smpc)
         admin = load_settings(home=self.home("admin"))
         init_consortium(plan, settings=admin, rpc_url=self.rpc_url, out=self.consortium, password=lambda: PASSWORD)
         for hid in self.hospital_ids:
             add_hospital(self.consortium, settings=admin, rpc_url=self.rpc_url, address=addresses[hid],
-                         hospital_id=hid, store_url=f"http://127.0.0.1:{free_port()}", password=lambda: PASSWORD)
+                         hospital_id=hid, store_url=f"http://127.0.0.1:{free_port()}", password=lambda: PASSWORD,
+                         tls_cert=certs.get(hid))
         common = ["--consortium", str(self.consortium), "--rpc", self.rpc_url]
+        if self.secure:
+            for name in PLAYERS:
+                self.sites[name] = SiteProcess(name, self.home(name),
+                                               ["smpc-player", "--home", str(self.home(name)), *common,
+                                                "--name", name])
         for i, hid in enumerate(self.hospital_ids):
             args = ["node", "--home", str(self.home(hid)), *common, "--dataset", str(records[i]),
                     "--label-column", LABEL, "--drop-columns", "id", "--epochs", str(self.epochs)]
             if hid in self.attackers:
-                args += ["--attack", "label_flip", "--colluders", *self.attackers]
+                args += ["--attack", self.attack, "--colluders", *self.attackers]
             self.sites[hid] = SiteProcess(hid, self.home(hid), args)
 
     def coordinator(self, rounds: int) -> SiteProcess:
@@ -146,6 +169,18 @@ class LoopbackFederation:
         if site.log is None or not site.log.exists():
             return "(no log)"
         return "\n".join(site.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, name: str, timeout: float = 120.0, marker: str = "SMPC player ready") -> None:
+        """Waits until a player's log says it serves (or fails if the process ended)."""
+        site = self.sites[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if site.log is not None and site.log.exists() and marker in site.log.read_text(errors="replace"):
+                return
+            if site.proc is not None and site.proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {site.proc.returncode}:\n{self.tail(name)}")
+            time.sleep(0.2)
+        raise AssertionError(f"{name} was not ready in {timeout:.0f} s:\n{self.tail(name)}")
 
     def running(self) -> Iterator[SiteProcess]:
         return (s for s in self.sites.values() if s.proc is not None and s.proc.poll() is None)
