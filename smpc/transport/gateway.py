@@ -171,6 +171,7 @@ class Gateway:
         self._servers: list[grpc.aio.Server] = []
         self._channels: list[grpc.aio.Channel] = []
         self._raw: grpc.aio.Channel | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self.public_port: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -196,6 +197,8 @@ class Gateway:
         if self._thread is not None:
             self._thread.join()
         loop.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def traffic(self) -> dict[str, dict[str, int]]:
         """Payload bytes exchanged with each peer so far (TLS framing not counted)."""
@@ -219,8 +222,9 @@ class Gateway:
         if self.raw_port is not None:
             self._raw = grpc.aio.insecure_channel(f"127.0.0.1:{self.raw_port}", options=list(UNLIMITED))
             self._channels.append(self._raw)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"gateway-{self.party.name}")
         server = grpc.aio.server(
-            migration_thread_pool=ThreadPoolExecutor(max_workers=8),  # for synchronous extra handlers
+            migration_thread_pool=self._pool,  # runs synchronous extra handlers
             handlers=[_Handler(self._route_tensorflow), *self.extra_handlers, _Handler(self._refuse)],
             options=list(UNLIMITED),
         )

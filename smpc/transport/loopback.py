@@ -94,11 +94,14 @@ def _decode_address(hex_address: str) -> str:
     raw = bytes.fromhex(hex_address)
     # /proc prints each 32-bit word of the address in host (little-endian) byte order.
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words))
+    ip = ipaddress.ip_address(words)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)  # gRPC binds IPv4 addresses on dual-stack sockets as ::ffff:a.b.c.d
 
 
 def listening_addresses(port: int) -> list[str]:
-    """The local addresses on which some socket listens on TCP `port` (Linux /proc only)."""
+    """The local addresses on which some socket listens on TCP `port` (Linux /proc only);
+    IPv4-mapped IPv6 addresses are given as IPv4."""
     found: list[str] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

@@ -107,7 +107,7 @@ class Federation:
     def start(self) -> None:
         for name in TASKS:
             base = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-            env = base if self.plain else loopback_env([self.raw[name]], base)
+            env = loopback_env([self.raw[name]], base)  # the plain baseline too: no port exposed
             command = [sys.executable, "-m", "tests.smpc.transport_party", "--spec",
                        str(self.work / "spec.json"), "--name", name, *(["--plain"] if self.plain else [])]
             self.procs[name] = subprocess.Popen(
@@ -247,6 +247,29 @@ def test_the_shim_is_built_once_and_appended_to_ld_preload(monkeypatch: pytest.M
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(LoopbackUnavailable, match="firewall"):
         ensure_shim()
+
+
+def test_a_gateway_listens_on_exactly_its_address_and_stops_cleanly(tmp_path: Path) -> None:
+    from smpc.transport.gateway import Gateway
+    from tests.smpc.transport_party import echo_handler
+
+    player, hospital = make_identity("server0"), make_identity("hospital-a")
+    port = _free_ports(1)[0]
+    directory = PartyDirectory([
+        Party("server0", "player", player.cert_pem, f"127.0.0.1:{port}"),
+        Party("hospital-a", "hospital", hospital.cert_pem),
+    ])
+    with pytest.raises(UnknownParty, match="not the one the consortium pinned"):
+        Gateway(make_identity("server0"), directory, listen=f"127.0.0.1:{port}")
+    gateway = Gateway(player, directory, listen=f"127.0.0.1:{port}", extra_handlers=[echo_handler(directory)])
+    gateway.start()
+    try:
+        assert listening_addresses(port) == ["127.0.0.1"]
+        with client_channel(hospital, directory, "server0") as ch:
+            assert _call(ch, ECHO_METHOD, b"x") == b"hospital-a:x"
+    finally:
+        gateway.stop()
+    assert listening_addresses(port) == []
 
 
 # -- the adversary against real processes ----------------------------------------------------
@@ -437,6 +460,48 @@ def test_the_raw_port_listens_on_loopback_only_and_only_thanks_to_the_shim(
         bare.wait()
     if outward is None:
         pytest.skip("this machine has no non-loopback address to connect from")
+
+
+@pytest.mark.slow
+def test_the_overhead_of_the_gateways_is_measured(federation: Federation, tmp_path: Path) -> None:
+    """The same product through the gateways and with the TF servers talking directly."""
+    plain = Federation(tmp_path, plain=True)
+    plain.start()
+    try:
+        report: dict[str, Any] = {}
+        for size, steps in ((SIZE, 20), (512, 5)):
+            before = federation.ask("server1", "traffic").get("server0", {}).get("received", 0)
+            secured = federation.ask("driver", "multiply", size=size, steps=steps)
+            moved = federation.ask("server1", "traffic")["server0"]["received"] - before
+            direct = plain.ask("driver", "multiply", size=size, steps=steps)
+            assert secured["sum"] == pytest.approx(direct["sum"], rel=1e-6)
+            assert moved >= (steps + 1) * size * size * 4  # server0's matrix, once per step
+            report[f"{size}x{size}"] = {
+                "ms_per_step_gateways": round(1000 * secured["seconds_per_step"], 2),
+                "ms_per_step_direct": round(1000 * direct["seconds_per_step"], 2),
+                "bytes_server0_to_server1": moved,
+            }
+        print("transport overhead:", json.dumps(report))
+    finally:
+        plain.stop()
+
+
+def test_the_protocol_graph_of_an_smpc_session_uses_no_denied_op() -> None:
+    """The deny list must not refuse what tf-encrypted's SecureNN itself builds."""
+    from core.models.architecture import tabular_cnn_spec
+    from core.models.training import initial_weights
+    from smpc.session import SmpcSession
+    from smpc.transport.graph_policy import is_denied
+
+    spec = tabular_cnn_spec(12, 2)
+    session = SmpcSession(spec, batch_size=8, validator_capacity=1)
+    try:
+        session.open([w.shape for w in initial_weights(spec, 3)])
+        ops = protocol_op_types(session._graph)  # noqa: SLF001 - the graph the players would see
+    finally:
+        session.close()
+    assert {"MatMul", "StatefulUniformFullInt", "_Send", "_Recv"} <= ops
+    assert not [op for op in ops if is_denied(op)]
 
 
 def test_the_loopback_check_fails_closed_when_nothing_listens() -> None:
