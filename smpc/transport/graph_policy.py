@@ -36,8 +36,8 @@ DENIED_OPS = frozenset({
 # Families matched by substring, so new versions (FooV3) stay refused without a code change.
 DENIED_FRAGMENTS = (
     "Reader", "Dataset", "Iterator", "Summary", "Debug", "File", "Checkpoint", "PyFunc",
-    "Save", "Restore", "Snapshot",
-)
+    "Save", "Restore",
+)  # not "Snapshot": that op only copies a tensor; SnapshotDataset* match "Dataset"
 # Ops TensorFlow adds when it partitions a graph across devices or runs a step on a worker.
 PARTITION_OPS = frozenset({
     "_Send", "_Recv", "_HostSend", "_HostRecv", "NoOp", "Identity", "Const", "_Arg", "_Retval",

@@ -114,9 +114,11 @@ class Federation:
                 command, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=open(self.work / f"{name}.log", "w"), text=True,  # noqa: SIM115
             )
+        self.clusters: dict[str, dict[str, str]] = {}
         for name, proc in self.procs.items():
             line = _readline(proc.stdout, 120)
             assert READY in line, f"{name} did not start: {(self.work / f'{name}.log').read_text()[-3000:]}"
+            self.clusters[name] = json.loads(line)["cluster"]
 
     def ask(self, name: str, cmd: str, **args: Any) -> Any:
         proc = self.procs[name]
@@ -424,6 +426,15 @@ def test_a_pinned_driver_can_still_read_a_variable_by_name(federation: Federatio
     federation.ask("driver", "multiply", size=SIZE, steps=1)
     stolen = federation.ask("driver", "steal", variable="a", size=SIZE)
     assert stolen["ok"] is True and stolen["sum"] == pytest.approx(ANSWER / 2, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_any_local_process_can_use_a_partys_outbound_forwarders(federation: Federation) -> None:
+    """NOT enforced, and documented: the party's own machine is its trust domain."""
+    forwarder = federation.clusters["driver"]["server0"]
+    with grpc.insecure_channel(forwarder) as ch:
+        _call(ch, "/tensorflow.WorkerService/GetStatus")  # reaches server0, as the driver
+    assert federation.ask("server0", "traffic")["driver"]["received"] > 0
 
 
 @pytest.mark.slow
