@@ -26,6 +26,7 @@ from smpc.transport.identity import TlsIdentity, create_identity, dns_name, make
 from smpc.transport.loopback import ensure_loopback_only, ensure_shim, is_loopback, listening_addresses, loopback_env
 from smpc.transport.parties import Party, PartyDirectory
 from tests.smpc.transport_party import ECHO_METHOD, READY, product_graph
+from tests.smpc.transport_smpc import protocol_graph as smpc_protocol_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "medfedchain"
@@ -93,7 +94,7 @@ class Federation:
             address = None if role == "hospital" else f"127.0.0.1:{self.public[name]}"
             parties[name] = {"role": role, "cert": str(home / "tls-cert.pem"), "address": address}
         graph = product_graph(lambda n: f"/job:{JOB}/replica:0/task:{TASKS.index(n)}/device:CPU:0", SIZE)[0]
-        self.allowed = sorted(protocol_op_types(graph))
+        self.allowed = sorted(protocol_op_types(graph) | protocol_op_types(smpc_protocol_graph()))
         self.spec = {
             "job": JOB, "tasks": TASKS, "parties": parties, "raw_ports": self.raw,
             "homes": {n: str(work / n) for n in TASKS}, "allowed_ops": self.allowed,
@@ -287,6 +288,17 @@ def test_a_cross_device_product_runs_through_the_gateways(federation: Federation
     ops = {op for gs in graphs.values() for g in gs for op in g["op_types"]}
     print("ops in registered partitions:", sorted(ops))
     assert {"_Recv", "_Send", "MatMul"} <= ops <= set(federation.allowed)
+
+
+@pytest.mark.slow
+def test_a_securenn_round_through_the_gateways_scores_like_plaintext(federation: Federation) -> None:
+    """The real protocol: SecureNN scoring, players allowed only the verifier graph's ops."""
+    result = federation.ask("driver", "smpc")
+    print("SecureNN scoring through gateways:", json.dumps(result))
+    assert result["correct_difference"] <= 1 and result["max_cosine_error"] <= 2e-4
+    ops = {op for g in federation.ask("server2", "graphs") for op in g["op_types"]}
+    print("ops in server2's registered partitions:", sorted(ops))
+    assert ops and ops <= set(federation.allowed)
 
 
 @pytest.mark.slow
@@ -492,6 +504,15 @@ def test_the_overhead_of_the_gateways_is_measured(federation: Federation, tmp_pa
                 "ms_per_step_direct": round(1000 * direct["seconds_per_step"], 2),
                 "bytes_server0_to_server1": moved,
             }
+        before = federation.ask("server0", "traffic")
+        secured, direct = federation.ask("driver", "smpc"), plain.ask("driver", "smpc")
+        after = federation.ask("server0", "traffic")
+        report["securenn_scoring"] = {
+            "s_gateways": round(secured["seconds"], 2), "s_direct": round(direct["seconds"], 2),
+            "bytes_server0_all_peers": sum(
+                after[p][d] - before.get(p, {}).get(d, 0) for p in after for d in ("sent", "received")
+            ),
+        }
         print("transport overhead:", json.dumps(report))
     finally:
         plain.stop()
