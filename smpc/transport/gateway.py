@@ -241,7 +241,9 @@ class Gateway:
         else:
             detail = None
         if not port:
-            raise SmpcError(f"The gateway of '{self.party.name}' cannot listen on {self.listen}.", detail=detail)
+            raise SmpcError(
+                f"The gateway of '{self.party.name}' cannot listen on {self.listen}.", detail=detail
+            )
         self.public_port = port
         await server.start()
         self._servers.append(server)
@@ -286,7 +288,9 @@ class Gateway:
         assert self._raw is not None
         call = self._raw.unary_unary(method)
         try:
-            response: bytes = await call(request, metadata=_forwarded_metadata(context), timeout=_timeout(context))
+            response: bytes = await call(
+                request, metadata=_forwarded_metadata(context), timeout=_timeout(context)
+            )
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
         self.counters.add(party.name, sent=len(response))

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,13 @@ from smpc.errors import GraphRefused, LoopbackUnavailable, SmpcError, UnknownPar
 from smpc.transport.gateway import client_channel, protocol_op_types
 from smpc.transport.graph_policy import OpAllowList, partition_digest, register_graph_def
 from smpc.transport.identity import TlsIdentity, create_identity, dns_name, make_identity
-from smpc.transport.loopback import ensure_loopback_only, ensure_shim, is_loopback, listening_addresses, loopback_env
+from smpc.transport.loopback import (
+    ensure_loopback_only,
+    ensure_shim,
+    is_loopback,
+    listening_addresses,
+    loopback_env,
+)
 from smpc.transport.parties import Party, PartyDirectory
 from tests.smpc.transport_party import ECHO_METHOD, READY, product_graph
 from tests.smpc.transport_smpc import protocol_graph as smpc_protocol_graph
@@ -163,7 +168,9 @@ def test_directory_refuses_a_name_or_a_certificate_twice() -> None:
         PartyDirectory([Party("server0", "player", a.cert_pem), Party("server0", "player", b.cert_pem)])
     with pytest.raises(SmpcError, match="same TLS certificate"):
         PartyDirectory([Party("server0", "player", a.cert_pem), Party("server1", "player", a.cert_pem)])
-    directory = PartyDirectory([Party("server0", "player", a.cert_pem, "h:1"), Party("h", "hospital", b.cert_pem)])
+    directory = PartyDirectory(
+        [Party("server0", "player", a.cert_pem, "h:1"), Party("h", "hospital", b.cert_pem)]
+    )
     assert directory.by_fingerprint(b.fingerprint).name == "h"
     assert directory.trust_bundle().count(b"BEGIN CERTIFICATE") == 2
     with pytest.raises(UnknownParty):
@@ -322,7 +329,8 @@ def test_an_outsider_without_a_pinned_certificate_gets_nothing(federation: Feder
         _call(plain, get_status)
     assert no_tls.value.code() == grpc.StatusCode.UNAVAILABLE
     # TLS that trusts the player, but no client certificate
-    anonymous = grpc.ssl_channel_credentials(root_certificates=federation.directory.by_name("server0").cert_pem)
+    pinned = federation.directory.by_name("server0").cert_pem
+    anonymous = grpc.ssl_channel_credentials(root_certificates=pinned)
     options = [("grpc.ssl_target_name_override", dns_name("server0"))]
     with grpc.secure_channel(address, anonymous, options=options) as ch, pytest.raises(grpc.RpcError) as anon:
         _call(ch, get_status)
@@ -469,7 +477,8 @@ def test_the_raw_port_listens_on_loopback_only_and_only_thanks_to_the_shim(
         "task_index=0, start=True)\nprint('up', flush=True)\nsys.stdin.readline()\n"
     )
     bare = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                            stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     try:
         assert _readline(bare.stdout, 120).startswith("up")
         exposed = [a for a in listening_addresses(port) if not is_loopback(a)]

@@ -84,7 +84,7 @@ def smpc_round(server: Any, job: str, cluster: dict[str, str], players: list[str
     from smpc import session as smpc_session
     from smpc.factory import build_secure_components
     from smpc.players import PlayerConfig
-    from tests.smpc.transport_smpc import SPEC, BATCH, CAPACITY, tabular_round
+    from tests.smpc.transport_smpc import BATCH, CAPACITY, SPEC, tabular_round
 
     config = PlayerConfig.from_dict(
         {"job": job, "players": {n: cluster[n] for n in players}, "driver": cluster["driver"]}
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks: list[str] = spec["tasks"]
     raw = spec["raw_ports"]
     directory = PartyDirectory(
-        Party(n, p["role"], Path(p["cert"]).read_bytes(), p.get("address")) for n, p in spec["parties"].items()
+        Party(n, p["role"], Path(p["cert"]).read_bytes(), p.get("address"))
+        for n, p in spec["parties"].items()
     )
     gateway = None
     cluster = {n: f"127.0.0.1:{raw[n]}" for n in tasks}

@@ -24,7 +24,9 @@ def tabular_round() -> tuple[Weights, list[Candidate], list[ValidatorInput]]:
     for i in range(2):
         delta = [rng.normal(scale=0.1, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 5, weights_hash(add(glob, delta))))
-    validators = [ValidatorInput(f"v{i}", tabular_data(8, seed=20 + i), candidates[i].delta) for i in range(2)]
+    validators = [
+        ValidatorInput(f"v{i}", tabular_data(8, seed=20 + i), candidates[i].delta) for i in range(2)
+    ]
     return glob, candidates, validators
 
 
