@@ -53,3 +53,32 @@ class CommitmentMismatch(SmpcError):
 
 class ProtocolUnsupported(SmpcError):
     """The chosen SMPC protocol cannot evaluate what was asked of it."""
+
+
+class UnknownParty(SmpcError):
+    """A name or certificate that the consortium file does not pin."""
+
+    def __init__(self, user_message: str, *, party: str | None = None, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.party = party
+
+
+class GraphRefused(SmpcError):
+    """A player's gateway refused a graph partition that is not part of the SMPC protocol."""
+
+    def __init__(self, user_message: str, *, op_types: frozenset[str] = frozenset()) -> None:
+        super().__init__(user_message, detail=", ".join(sorted(op_types)) or None)
+        self.op_types = op_types
+
+
+class LoopbackUnavailable(SmpcError):
+    """The raw TensorFlow port cannot be confined to loopback on this machine."""
+
+
+class RawPortExposed(SmpcError):
+    """A player's raw, unauthenticated TensorFlow port listens on a non-loopback address."""
+
+    def __init__(self, user_message: str, *, port: int, addresses: tuple[str, ...]) -> None:
+        super().__init__(user_message, detail=f"port {port} on {', '.join(addresses)}")
+        self.port = port
+        self.addresses = addresses
