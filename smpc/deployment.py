@@ -15,6 +15,7 @@ every other task at a local gateway forwarder: addresses differ per process, tas
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,10 @@ class RemoteDriver:
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
+        # What the driver received in all its runs: the tests check it is weighted sums only.
+        fetched = self.driver.session.fetched
+        log.info("the SMPC driver fetched %d tensors: %s", len(fetched), ", ".join(sorted(set(fetched))))
+        log.info("the SMPC driver's gateway traffic: %s", self.gateway.traffic())
         for close in reversed(self.closers):
             try:
                 close()
@@ -171,6 +176,7 @@ class PlayerProcess:
                 access = VariableAccess(device, graph, run, threading.RLock())
                 self.service = PlayerService(self.name, self.holder, self.spec, shapes, FIXED, access,
                                              self.commitments)
+                _tamper_hook(self.service)
                 handler.player = self.service
         except BaseException:
             self.stop()
@@ -181,6 +187,36 @@ class PlayerProcess:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
+
+
+TAMPER_ENV = "MEDFED_TEST_TAMPER"  # "<hospital>:<round>": tests play a player that alters a share
+
+
+def _tamper_hook(service: PlayerService) -> None:
+    """For the adversarial tests only: once, right after the round's inputs are in place, this
+    player changes one entry of a hospital's update share, as a dishonest or broken player
+    would; its own commitment check must then refuse to aggregate it."""
+    target = os.environ.get(TAMPER_ENV)
+    if not target:
+        return
+    hospital, _, number = target.rpartition(":")
+    prepare = service.prepare
+    done = False
+
+    def tampering_prepare(layout: Any) -> None:
+        nonlocal done
+        prepare(layout)
+        if not done and str(layout.round_number) == number and hospital in layout.candidates:
+            from smpc import shared_vars as names
+
+            done = True
+            name = names.slot_name(layout.candidates.index(hospital), service.holder, 0)
+            value = service.access.read([name])[0].copy()
+            value.flat[0] += 1
+            service.access.assign({name: value})
+            log.warning("test hook: %s altered its share of %s in round %s", service.name, hospital, number)
+
+    service.prepare = tampering_prepare  # type: ignore[method-assign]
 
 
 def _player_ops() -> frozenset[str]:

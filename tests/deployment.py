@@ -141,13 +141,17 @@ class LoopbackFederation:
         self.sites["coordinator"] = site
         return site
 
-    def start(self, name: str, *, exit_at: str | None = None, extra: list[str] | None = None) -> SiteProcess:
+    def start(self, name: str, *, exit_at: str | None = None, extra: list[str] | None = None,
+              tamper: str | None = None) -> SiteProcess:
         site = self.sites[name]
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", MEDFED_KEYSTORE_PASSWORD=PASSWORD,
                    QT_QPA_PLATFORM="offscreen")
         env.pop("MEDFED_TEST_EXIT_AT", None)
+        env.pop("MEDFED_TEST_TAMPER", None)
         if exit_at:
             env["MEDFED_TEST_EXIT_AT"] = exit_at
+        if tamper:
+            env["MEDFED_TEST_TAMPER"] = tamper  # "<hospital>:<round>": a player alters that share once
         site.runs += 1
         site.log = self.work / "logs" / f"{name}.{site.runs}.log"
         site.log.parent.mkdir(parents=True, exist_ok=True)

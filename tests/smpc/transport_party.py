@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -75,44 +74,6 @@ def seed_own_generator(server: Any, job: str, task: int) -> None:
     config = _config([f"/job:{job}/task:{task}"])
     with tf.compat.v1.Session(server.target, graph=tf.Graph(), config=config) as session:
         initialize_rng_states(session, [f"/job:{job}/replica:0/task:{task}/device:CPU:0"])
-
-
-def smpc_round(server: Any, job: str, cluster: dict[str, str], players: list[str]) -> dict[str, Any]:
-    """One SecureNN scoring of the tests' tabular round through this process's gateway links."""
-    from core.federation.plaintext_verifier import PlaintextVerifier
-    from core.progress import CancelToken, ignore_progress
-    from smpc import session as smpc_session
-    from smpc.factory import build_secure_components
-    from smpc.players import PlayerConfig
-    from tests.smpc.transport_smpc import BATCH, CAPACITY, SPEC, tabular_round
-
-    config = PlayerConfig.from_dict(
-        {"job": job, "players": {n: cluster[n] for n in players}, "driver": cluster["driver"]}
-    )
-    # The session would start its own driver server; this process's (behind the gateway) is it.
-    smpc_session._DRIVER_SERVERS[repr(config.to_dict())] = server  # noqa: SLF001
-    path = Path(tempfile.mkdtemp()) / "players.json"
-    config.save(path)
-    glob, candidates, validators = tabular_round()
-    verifier, _ = build_secure_components(SPEC, players=path, batch_size=BATCH,
-                                          validator_capacity=CAPACITY, timeout_s=60)
-    try:
-        verifier.begin_round(1, glob)
-        for candidate in candidates:
-            verifier.commit(candidate)
-        start = time.perf_counter()
-        secure = verifier.score(candidates, validators, ignore_progress, CancelToken())
-        elapsed = time.perf_counter() - start
-    finally:
-        verifier.close()
-    plain_verifier = PlaintextVerifier(SPEC)
-    plain_verifier.begin_round(1, glob)
-    plain = plain_verifier.score(candidates, validators, ignore_progress, CancelToken())
-    return {
-        "seconds": elapsed,
-        "max_cosine_error": max(abs(secure[k].cosine - plain[k].cosine) for k in plain),
-        "correct_difference": sum(abs(secure[k].correct - plain[k].correct) for k in plain),
-    }
 
 
 class Driver:
@@ -185,9 +146,6 @@ class Driver:
                 return {"ok": True, "sum": float(session.run(total))}
             except tf.errors.OpError as exc:
                 return {"ok": False, "error": type(exc).__name__, "message": exc.message}
-
-    def smpc(self) -> dict[str, Any]:
-        return smpc_round(self.server, self.job, self.cluster, [n for n in self.tasks if n != "driver"])
 
     def steal(self, variable: str, size: int) -> dict[str, Any]:
         """Reads a player's variable by name from a fresh graph made of allowed ops only."""
