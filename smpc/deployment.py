@@ -37,7 +37,7 @@ from smpc.transport.parties import Party, PartyDirectory
 log = logging.getLogger(__name__)
 
 JOB = "medfedchain"
-UNUSED_ADDRESS = "127.0.0.1:9"  # a task this process never calls (the players never call the driver)
+UNUSED_ADDRESS = "127.0.0.1:9"  # the reference session that lists a player's allowed ops connects nowhere
 
 
 def directory_of(parties: Iterable[tuple[str, str, str | None, str]]) -> PartyDirectory:
@@ -86,7 +86,12 @@ def open_remote_driver(spec: ModelSpec, identity: TlsIdentity, directory: PartyD
     if raw is None:
         raise SmpcError("The SMPC driver must run under the loopback shim so that its TensorFlow server "
                         "cannot be reached from other machines.")
-    gateway = Gateway(identity, directory, peers=list(ROLES))
+    party = directory.by_name(DRIVER)
+    if party.address is None:
+        raise SmpcError("The consortium gives the SMPC driver no address: the players fetch the public "
+                        "inputs the driver feeds (indices, the global model's shares) from it.")
+    # Players call the driver only for what it feeds; its gateway lets them call nothing else.
+    gateway = Gateway(identity, directory, listen=party.address, raw_port=raw, peers=list(ROLES))
     forwarders = gateway.start()
     closers: list[Callable[[], None]] = [gateway.stop]
     try:
@@ -152,11 +157,11 @@ class PlayerProcess:
         self.allowed = protocol_op_types(reference.protocol_graph(shapes)) | _player_ops()
         handler = SharePlayerHandler(None, _identify(self.directory)) if self.holder is not None else None
         self.gateway = Gateway(self.identity, self.directory, listen=party.address, raw_port=raw,
-                               peers=[n for n in ROLES if n != self.name], policy=OpAllowList(self.allowed),
+                               peers=[n for n in (*ROLES, DRIVER) if n != self.name], policy=OpAllowList(self.allowed),
                                extra_handlers=[handler] if handler is not None else [])
         forwarders = self.gateway.start()
         try:
-            hosts = [f"127.0.0.1:{raw}" if n == self.name else forwarders[n] for n in ROLES] + [UNUSED_ADDRESS]
+            hosts = [f"127.0.0.1:{raw}" if n == self.name else forwarders[n] for n in (*ROLES, DRIVER)]
             task = ROLES.index(self.name)
             self.server = tf.distribute.Server(tf.train.ClusterSpec({JOB: hosts}), job_name=JOB, task_index=task,
                                                config=session_config(), start=True)

@@ -119,7 +119,7 @@ class SmpcSession:
         self._slots: list[_SlotPrograms] = []
         self._shapes: list[tuple[int, ...]] = []
         self._agg_cache: dict[int, tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]] = {}
-        self._connect_ops: tuple[list[tf.Tensor], tf.Operation] | None = None
+        self._connect_ops: list[tf.Tensor] | None = None
         self._global_assign: tuple[list[tuple[tf.Tensor, tf.Tensor]], tf.Operation] | None = None
         self.fetched: list[str] = []  # names of every tensor this driver fetched: public results only
 
@@ -177,19 +177,20 @@ class SmpcSession:
         sess = tf.compat.v1.Session(target, graph=self._graph, config=config)
         try:
             own = [d for d in graph_rng_devices(self._graph) if not self._is_player_device(d)]
-            flags, initializer = self._connect_programs()
+            flags = self._connect_programs()
             with self._translate_errors("connecting"):
                 initialize_rng_states(sess, own)
                 if flags:
                     self._require_player_rng(sess.run(flags, options=self._options()))
-                # The network's weight variables: overwritten with a candidate before every use.
-                sess.run(initializer, options=self._options())
+                # The network's weight variables are never initialised: loading a candidate
+                # assigns them first. Their initialisers would have the driver share the initial
+                # (zero) weights to the players, a link from the driver that nothing else needs.
         except BaseException:
             sess.close()
             raise
         self._sess = sess
 
-    def _connect_programs(self) -> tuple[list[tf.Tensor], tf.Operation]:
+    def _connect_programs(self) -> list[tf.Tensor]:
         """Built once, so the graphs a player is sent are the protocol's own (see protocol_graph)."""
         if self._connect_ops is None:
             from smpc.compat import rng_state_handle
@@ -199,10 +200,10 @@ class SmpcSession:
                 flags = []
                 if self.players is not None:
                     for name in self.players.names:
-                        with tf.device(self.players.device(name)):
-                            flags.append(tf.raw_ops.VarIsInitializedOp(resource=rng_state_handle(self.players.device(name))))
-                initializer = tf.compat.v1.variables_initializer(self._graph.get_collection("variables"))
-            self._connect_ops = (flags, initializer)
+                        device = self.players.device(name)
+                        with tf.device(device):
+                            flags.append(tf.raw_ops.VarIsInitializedOp(resource=rng_state_handle(device)))
+            self._connect_ops = flags
         return self._connect_ops
 
     def _is_player_device(self, device: str) -> bool:
@@ -271,7 +272,11 @@ class SmpcSession:
     @contextlib.contextmanager
     def _building(self) -> Iterator[None]:
         assert self._graph is not None
-        with _BUILD_LOCK, self._graph.as_default():
+        # tf-encrypted leaves some ops unplaced (it shares public constants, such as the edge
+        # cases of SecureNN's private compare, on the "default" device): they go to the helper
+        # player, so no program ever needs a link from a player to the driver, which listens on
+        # nothing but loopback.
+        with _BUILD_LOCK, self._graph.as_default(), tf.device(self.prot.server_2.device_name):
             tfe.set_config(self._tfe_config)
             tfe.set_protocol(self.prot)
             try:

@@ -107,9 +107,9 @@ class LoopbackFederation:
             for name in [*PLAYERS, *self.hospital_ids]:
                 certs[name] = create_tls_identity(load_settings(home=self.home(name)), name).cert_path
             certs["driver"] = create_tls_identity(load_settings(home=self.home("coordinator")), "driver").cert_path
-            self.player_addresses.update({name: f"127.0.0.1:{free_port()}" for name in PLAYERS})
+            self.player_addresses.update({name: f"127.0.0.1:{free_port()}" for name in (*PLAYERS, "driver")})
             smpc = SmpcPlan(players=[(n, self.player_addresses[n], certs[n]) for n in PLAYERS],
-                            driver_cert=certs["driver"])
+                            driver_cert=certs["driver"], driver_address=self.player_addresses["driver"])
         plan = ConsortiumPlan(name="loopback", dataset=str(SAMPLE), label_column=LABEL, drop_columns=("id",),
                               coordinator=addresses["coordinator"],
                               coordinator_store_url=f"http://127.0.0.1:{free_port()}", timing=self.timing,
