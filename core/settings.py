@@ -5,8 +5,9 @@ Values come, highest priority first, from the arguments of `load_settings` (the 
 (written by the GUI's Settings page), and the defaults below. Unknown keys in the file and in the
 arguments are refused rather than silently ignored, so a typo never leaves a hospital running with
 a setting it did not mean; a setting an older version wrote and this one no longer has
-(`OBSOLETE_SETTINGS`) is dropped with a logged warning instead. Other `MEDFED_*` variables (the keystore password, the anvil binary)
-belong to other parts and are left alone; nested ones (`MEDFED_POLICY__MIN_COSINE`) are checked.
+(`OBSOLETE_SETTINGS`) is dropped with a logged warning instead. Other `MEDFED_*` variables (the
+keystore password, the anvil binary) belong to other parts and are left alone; nested ones
+(`MEDFED_POLICY__MIN_COSINE`) are checked.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 consortium), its data and its node.
 
 The consortium file is verified against the chain, this machine's TLS identity is read, made and
-checked against the certificate the consortium pinned for it, and the node
-(`core.services.deployment`) runs, all in workers off the GUI thread. What the node and its archive learn from the chain goes into
-this data directory's SQLite state; the round view and the accuracy curve are read back from it
-(`core.services.joining`, `core.state.queries`) whenever the node reports progress, and every
-few seconds while it runs (other hospitals' votes arrive without a report of their own).
+checked against the certificate the consortium pinned for it (`joining.tls_state`), and the node
+(`core.services.deployment`) runs, all in workers off the GUI thread. What the node and its
+archive learn from the chain goes into this data directory's SQLite state; the round view and
+the accuracy curve are read back from it (`core.services.joining`, `core.state.queries`)
+whenever the node reports progress, and every few seconds while it runs (other hospitals' votes
+arrive without a report of their own).
 """
 
 from __future__ import annotations
@@ -146,10 +147,10 @@ class ConsortiumPanel(QWidget):
         self.start_node = QPushButton("Start this hospital's node", objectName="startNodeButton", enabled=False)
         self.stop_node = QPushButton("Stop node", objectName="stopNodeButton", enabled=False)
         self.node_status = QLabel("The node is not running.", objectName="nodeStatus")
-        self.start_hint = QLabel(objectName="startNodeHint", visible=False)
+        self.node_status.setWordWrap(True)
+        self.start_hint = QLabel(objectName="startNodeHint", visible=False)  # why the node cannot start yet
         self.start_hint.setWordWrap(True)
         self.start_hint.setStyleSheet(f"color: {REJECTED.name()};")
-        self.node_status.setWordWrap(True)
         node_row = QHBoxLayout()
         node_row.addWidget(self.start_node)
         node_row.addWidget(self.stop_node)
