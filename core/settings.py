@@ -4,8 +4,10 @@ Values come, highest priority first, from the arguments of `load_settings` (the 
 `--db`, ...), `MEDFED_*` environment variables, the `settings.json` file in the home directory
 (written by the GUI's Settings page), and the defaults below. Unknown keys in the file and in the
 arguments are refused rather than silently ignored, so a typo never leaves a hospital running with
-a setting it did not mean. Other `MEDFED_*` variables (the keystore password, the anvil binary)
-belong to other parts and are left alone; nested ones (`MEDFED_POLICY__MIN_COSINE`) are checked.
+a setting it did not mean; a setting an older version wrote and this one no longer has
+(`OBSOLETE_SETTINGS`) is dropped with a logged warning instead. Other `MEDFED_*` variables (the
+keystore password, the anvil binary) belong to other parts and are left alone; nested ones
+(`MEDFED_POLICY__MIN_COSINE`) are checked.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ ENV_PREFIX = "MEDFED_"
 SETTINGS_FILE = "settings.json"
 # The SMPC protocols a hospital can choose; smpc.session builds its sessions from this list.
 SMPC_PROTOCOLS = ("securenn", "pond", "aby3")
+# Settings older versions wrote that no longer exist: dropped from a settings file (and ignored in
+# the environment) with this reason logged, so an existing installation still starts.
+OBSOLETE_SETTINGS = {
+    "smpc_players": "SMPC players are no longer named by a players file: a simulation runs them in "
+                    "process, a deployment takes them from its secure consortium file",
+}
 
 # The settings file being read by the current `load_settings` call; a context variable so that
 # concurrent loads (GUI thread and a worker) never see each other's file.
@@ -117,7 +125,6 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     db_path: Path = _FROM_HOME  # home / "medfedchain.db"
     rpc_url: str | None = None  # None -> the embedded chain
-    smpc_players: Path | None = None  # players.json; None -> in-process players
     smpc_protocol: str = "securenn"
     policy: VerificationPolicy = Field(default_factory=VerificationPolicy)
     keystore_dir: Path = _FROM_HOME  # home / "keystore"
@@ -178,10 +185,10 @@ class Settings(BaseSettings):
             raise ValueError("the hospital name cannot be empty")
         return value
 
-    @field_validator("home", "smpc_players")
+    @field_validator("home")
     @classmethod
-    def _absolute_path(cls, value: Path | None) -> Path | None:
-        return None if value is None else _absolute(value)
+    def _absolute_path(cls, value: Path) -> Path:
+        return _absolute(value)
 
     @field_validator("db_path", "keystore_dir", "blob_dir", "tls_dir", mode="before")
     @classmethod
@@ -210,7 +217,7 @@ class _JsonFileSource(PydanticBaseSettingsSource):
         if path is None or not path.exists():
             return {}
         values = _read_settings_file(path)
-        for name in ("db_path", "smpc_players", "keystore_dir", "blob_dir", "tls_dir"):
+        for name in ("db_path", "keystore_dir", "blob_dir", "tls_dir"):
             raw = values.get(name)
             if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
                 values[name] = str(path.parent / raw)
@@ -231,6 +238,9 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
             f"The settings file {path} cannot set 'home': it lives in the home directory. "
             "Use MEDFED_HOME or --home instead."
         )
+    for key in OBSOLETE_SETTINGS.keys() & data.keys():
+        del data[key]
+        logger.warning("Setting '%s' in %s is obsolete and was ignored: %s.", key, path, OBSOLETE_SETTINGS[key])
     known = set(Settings.model_fields)
     for key, value in data.items():
         if key not in known:
@@ -259,6 +269,13 @@ def _derived_defaults(home: Path) -> dict[str, Path]:
         "blob_dir": home / "blobs",
         "tls_dir": home / "tls",
     }
+
+
+def _warn_obsolete_env() -> None:
+    for key in os.environ:
+        name = key.upper().removeprefix(ENV_PREFIX).lower()
+        if key.upper().startswith(ENV_PREFIX) and name in OBSOLETE_SETTINGS:
+            logger.warning("The environment variable %s is obsolete and was ignored: %s.", key, OBSOLETE_SETTINGS[name])
 
 
 def _home_from_env() -> Path | None:
@@ -309,6 +326,7 @@ def load_settings(home: Path | None = None, db: Path | None = None, **overrides:
     if db is not None:
         explicit["db_path"] = _absolute(db)
     hint = f"arguments, {ENV_PREFIX}* environment variables or {resolved_home / SETTINGS_FILE}"
+    _warn_obsolete_env()
     with _reading(resolved_home / SETTINGS_FILE):
         try:
             settings = Settings(**explicit)

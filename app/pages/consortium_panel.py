@@ -1,10 +1,13 @@
-"""The Federation page's "Join a consortium": this hospital's membership, its data and its node.
+"""The Federation page's "Join a consortium": this hospital's membership, its TLS identity (secure
+consortium), its data and its node.
 
-The consortium file is verified against the chain, and the node (`core.services.deployment`)
-runs, in workers off the GUI thread. What the node and its archive learn from the chain goes into
-this data directory's SQLite state; the round view and the accuracy curve are read back from it
-(`core.services.joining`, `core.state.queries`) whenever the node reports progress, and every
-few seconds while it runs (other hospitals' votes arrive without a report of their own).
+The consortium file is verified against the chain, this machine's TLS identity is read, made and
+checked against the certificate the consortium pinned for it (`joining.tls_state`), and the node
+(`core.services.deployment`) runs, all in workers off the GUI thread. What the node and its
+archive learn from the chain goes into this data directory's SQLite state; the round view and
+the accuracy curve are read back from it (`core.services.joining`, `core.state.queries`)
+whenever the node reports progress, and every few seconds while it runs (other hospitals' votes
+arrive without a report of their own).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from core.errors import describe_error
 from core.progress import CancelToken, Progress, ProgressSink, Stage
 from core.services import datasets, joining
 from core.services.consortium import Site
+from core.services.tls import TlsIdentityInfo
 from core.state.queries import RoundView, accuracy_series, list_datasets, list_rounds
 
 PASSWORD_ENV = "MEDFED_KEYSTORE_PASSWORD"
@@ -73,6 +77,8 @@ class ConsortiumPanel(QWidget):
         self.model = model
         self._path: Path | None = None
         self._site: Site | None = None  # the last verification's result; re-checked on every change
+        self._tls: joining.TlsState | None = None  # this machine's TLS identity; None: not a secure consortium
+        self._tls_task: Task | None = None
         self._fit: joining.DatasetFit | None = None
         self._picked_file: Path | None = None
         self._check: Task | None = None
@@ -108,6 +114,20 @@ class ConsortiumPanel(QWidget):
         member_form.addRow(self.create_account)
         member_form.addRow(self.membership)
 
+        # -- this machine's TLS identity, when the consortium is secure
+        self.tls_verdict = QLabel(objectName="tlsVerdictLabel")
+        self.tls_verdict.setWordWrap(True)
+        self.tls_verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.tls_identity = QLabel(objectName="tlsIdentityLabel")
+        self.tls_identity.setWordWrap(True)
+        self.tls_identity.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.create_tls = QPushButton("Create TLS identity", objectName="createTlsButton")
+        self.tls_box = QGroupBox("This machine's TLS identity (the consortium is secure)", visible=False)
+        tls_form = QFormLayout(self.tls_box)
+        tls_form.addRow(self.tls_verdict)
+        tls_form.addRow(self.tls_identity)
+        tls_form.addRow(self.create_tls)
+
         # -- this hospital's data
         self.dataset = QComboBox(objectName="nodeDatasetCombo")
         self.pick_dataset = QPushButton("Choose a file…", objectName="pickNodeDatasetButton")
@@ -128,6 +148,9 @@ class ConsortiumPanel(QWidget):
         self.stop_node = QPushButton("Stop node", objectName="stopNodeButton", enabled=False)
         self.node_status = QLabel("The node is not running.", objectName="nodeStatus")
         self.node_status.setWordWrap(True)
+        self.start_hint = QLabel(objectName="startNodeHint", visible=False)  # why the node cannot start yet
+        self.start_hint.setWordWrap(True)
+        self.start_hint.setStyleSheet(f"color: {REJECTED.name()};")
         node_row = QHBoxLayout()
         node_row.addWidget(self.start_node)
         node_row.addWidget(self.stop_node)
@@ -141,8 +164,10 @@ class ConsortiumPanel(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(member_box)
+        left_layout.addWidget(self.tls_box)
         left_layout.addWidget(data_box)
         left_layout.addLayout(node_row)
+        left_layout.addWidget(self.start_hint)
         left_layout.addWidget(self.node_status)
         left_layout.addWidget(log_box, 1)
 
@@ -183,6 +208,7 @@ class ConsortiumPanel(QWidget):
         self.recheck.clicked.connect(self._verify)
         self.rpc_url.editingFinished.connect(self._rpc_edited)
         self.create_account.clicked.connect(self._create_account)
+        self.create_tls.clicked.connect(self._create_tls)
         self.pick_dataset.clicked.connect(self._pick_file)
         self.dataset.currentIndexChanged.connect(self._dataset_chosen)
         self.start_node.clicked.connect(self._start)
@@ -275,6 +301,7 @@ class ConsortiumPanel(QWidget):
             return
         self._site = None
         self._update_buttons()
+        self._check_tls()
         if joining.this_account(self.model.settings) is None:
             _verdict(self.membership, "This machine has no ledger account yet, so it cannot be a member: "
                                       "create it above and send its address to the admin.", ok=False)
@@ -282,9 +309,11 @@ class ConsortiumPanel(QWidget):
         path, settings, url = self._path, self.model.settings, self.rpc_url.text().strip() or None
 
         def work(progress: ProgressSink, cancel: CancelToken) -> Site:
-            from core.services.consortium import check_consortium
+            from core.services.consortium import check_membership
 
-            return check_consortium(path, settings=settings, rpc_url=url)
+            # This machine's TLS identity is checked on its own (`_check_tls`), so that a member
+            # sees its membership and what its identity still needs side by side.
+            return check_membership(path, settings=settings, rpc_url=url)
 
         _verdict(self.membership, "Checking the file against the chain…", ok=None)
         task = self.model.run(CHECKING, work)
@@ -330,6 +359,89 @@ class ConsortiumPanel(QWidget):
         if self.sender() is self._check:
             self._check = None
         self._update_buttons()
+
+    # -- this machine's TLS identity (secure consortium) ------------------------------------------
+
+    def _check_tls(self) -> None:
+        """Reads this machine's TLS identity against the opened file (signature checked, no chain)."""
+        if self._path is None:
+            return
+        self._tls = None
+        path, settings = self._path, self.model.settings
+
+        def work(progress: ProgressSink, cancel: CancelToken) -> joining.TlsState | None:
+            from core.services.consortium import show_consortium
+
+            return joining.tls_state(show_consortium(path), settings)
+
+        task = self.model.run(CHECKING, work)
+        task.succeeded.connect(self._tls_checked)
+        task.failed.connect(self._tls_unknown)
+        task.done.connect(self._tls_done)
+        self._tls_task = task
+        self.model.start(task)
+
+    @Slot(object)
+    def _tls_checked(self, state: joining.TlsState | None) -> None:
+        if self.sender() is not self._tls_task:
+            return
+        self._tls = state
+        self.tls_box.setVisible(state is not None)
+        if state is None:
+            return
+        ok = {joining.TlsStatus.PINNED: True, joining.TlsStatus.MISMATCH: False,
+              joining.TlsStatus.UNREADABLE: False}.get(state.status)
+        _verdict(self.tls_verdict, state.message, ok=ok)
+        identity = state.identity
+        self.tls_identity.setVisible(identity is not None)
+        if identity is not None:
+            self.tls_identity.setText(f"Identity <b>{identity.name}</b>, fingerprint (SHA-256) "
+                                      f"<b>{identity.fingerprint}</b><br>Certificate: {identity.cert_path}")
+        self.create_tls.setVisible(state.status is joining.TlsStatus.NONE)
+
+    @Slot(object)
+    def _tls_unknown(self, exc: BaseException) -> None:
+        if self.sender() is self._tls_task:  # the file itself is refused: the membership says why
+            self.tls_box.setVisible(False)
+
+    @Slot()
+    def _tls_done(self) -> None:
+        if self.sender() is self._tls_task:
+            self._tls_task = None
+        self._update_buttons()
+
+    @Slot()
+    def _create_tls(self) -> None:
+        assert self._tls is not None
+        settings, name = self.model.settings, self._tls.party
+
+        def work(progress: ProgressSink, cancel: CancelToken) -> TlsIdentityInfo:
+            from core.services.tls import create_tls_identity
+
+            return create_tls_identity(settings, name)
+
+        self.create_tls.setEnabled(False)
+        task = self.model.run(CHECKING, work)
+        task.succeeded.connect(self._tls_created)
+        task.failed.connect(lambda exc: _verdict(self.tls_verdict, describe_error(exc), ok=False))
+        task.done.connect(lambda: self.create_tls.setEnabled(True))
+        self.model.start(task)
+
+    @Slot(object)
+    def _tls_created(self, identity: TlsIdentityInfo) -> None:
+        self._log(f"This machine's TLS identity '{identity.name}' was made (fingerprint {identity.fingerprint}); "
+                  f"{joining.SEND_CERTIFICATE}: {identity.cert_path}.")
+        self._check_tls()
+
+    def _tls_refusal(self) -> str | None:
+        """Why the node cannot start yet for want of a pinned TLS identity (None: it can)."""
+        site = self._site
+        if site is None or not site.consortium.secure:
+            return None
+        if self._tls is not None and self._tls.pinned and self._tls.party == site.hospital_id:
+            return None
+        return ("The consortium is secure: the node starts once this machine's TLS identity is the one the "
+                "consortium pinned for this hospital (see above).")
 
     # -- this hospital's data --------------------------------------------------------------------
 
@@ -422,9 +534,13 @@ class ConsortiumPanel(QWidget):
     def _update_buttons(self) -> None:
         running = self._node is not None
         others = self.model.is_busy(FEDERATION) or self.model.is_busy(TRAINING)
-        ready = self._site is not None and self._fit is not None
+        refusal = self._tls_refusal()
+        ready = self._site is not None and self._fit is not None and refusal is None
         self.start_node.setEnabled(ready and not running and not others)
-        self.start_node.setToolTip("Wait for the running training or simulation to finish." if others else "")
+        self.start_node.setToolTip("Wait for the running training or simulation to finish." if others else
+                                   refusal or "")
+        self.start_hint.setText(refusal or "")
+        self.start_hint.setVisible(refusal is not None and not running)
         self.stop_node.setEnabled(running)
         for widget in (self.open_file, self.recheck, self.rpc_url, self.dataset, self.pick_dataset, self.epochs,
                        self.password, self.create_account):

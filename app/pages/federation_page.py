@@ -125,13 +125,13 @@ class FederationPage(QWidget):
         # -- where the federation runs
         self.embedded = QRadioButton("Embedded demo federation", objectName="embeddedRadio", checked=True)
         self.embedded.setToolTip("Simulated peer hospitals and an in-process ledger on this machine.")
-        self.configured = QRadioButton("Simulated on the configured network", objectName="configuredRadio")
+        self.configured = QRadioButton("Simulated on the configured ledger node", objectName="configuredRadio")
         self.configured.setToolTip("Every hospital is still simulated on this machine; the rounds are recorded "
-                                   "on the ledger node and run on the SMPC players set in Settings (a test of "
-                                   "that network, not a real federation).")
-        mode_help = QLabel("Both run every hospital on this machine; the second records on the ledger node and "
-                           "SMPC players of Settings (a test of that network, not a real federation).",
-                           objectName="caption")
+                                   "on the ledger node set in Settings (a test of that node, not a real "
+                                   "federation). In secure mode the SMPC players run in this process.")
+        mode_help = QLabel("Both run every hospital, and in secure mode the three SMPC players, on this machine; "
+                           "the second records the rounds on the ledger node of Settings (a test of that node, "
+                           "not a real federation).", objectName="caption")
         mode_help.setWordWrap(True)
         self.network_note = QLabel(objectName="caption")
         self.network_note.setWordWrap(True)
@@ -238,7 +238,6 @@ class FederationPage(QWidget):
         self.hospitals.valueChanged.connect(lambda n: self.attackers.setMaximum(n - 1))
         self.attackers.valueChanged.connect(lambda n: self.attack.setEnabled(n > 0))
         self.secure.toggled.connect(self._secure_toggled)
-        self.configured.toggled.connect(self._mode_changed)
         self.start.clicked.connect(self._start)
         self.cancel.clicked.connect(self._cancel)
         self.warned.connect(self._warned)
@@ -269,20 +268,13 @@ class FederationPage(QWidget):
 
     @Slot()
     def _settings_changed(self) -> None:
-        settings = self.model.settings
-        parts = [f"ledger node {settings.rpc_url}" if settings.rpc_url else "no ledger node configured",
-                 f"SMPC players {settings.smpc_players}" if settings.smpc_players else "no SMPC players file"]
-        usable = bool(settings.rpc_url or settings.smpc_players)
-        self.configured.setEnabled(usable)
-        if not usable and self.configured.isChecked():
+        url = self.model.settings.rpc_url
+        self.configured.setEnabled(url is not None)
+        if url is None and self.configured.isChecked():
             self.embedded.setChecked(True)
-        self.network_note.setText("Settings: " + "; ".join(parts) + "."
-                                  + ("" if usable else " Set them on the Settings page to run on a real network."))
-
-    @Slot(bool)
-    def _mode_changed(self, configured: bool) -> None:
-        if configured and self.model.settings.smpc_players:
-            self.secure.setChecked(True)
+        self.network_note.setText(f"Settings: ledger node {url}." if url else
+                                  "Settings: no ledger node configured. Set one on the Settings page to "
+                                  "record a simulation on a real node.")
 
     @Slot(bool)
     def _secure_toggled(self, secure: bool) -> None:
@@ -325,8 +317,8 @@ class FederationPage(QWidget):
         values = self._config_values()
         db, settings = self.model.db, self.model.settings
         if not self.configured.isChecked():
-            # Embedded means embedded: not the node or players configured for the real network.
-            settings = update_settings(settings, rpc_url=None, smpc_players=None)
+            # Embedded means embedded: not the ledger node configured for the real network.
+            settings = update_settings(settings, rpc_url=None)
 
         def work(progress: ProgressSink, cancel: CancelToken) -> int:
             from core.services.simulation import SimulationConfig, run_simulation

@@ -1,4 +1,4 @@
-"""The Settings page: this hospital's name, folders, ledger node, SMPC players, verification policy
+"""The Settings page: this hospital's name, folders, ledger node, SMPC protocol, verification policy
 thresholds, and its ledger account keystore."""
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ class SettingsPage(QWidget):
         self.blob_dir = QLineEdit(objectName="blobDirEdit")
         browse_blobs = QPushButton("Browse…")
         self.rpc_url = QLineEdit(objectName="rpcUrlEdit", placeholderText="empty: the embedded chain on this machine")
-        self.players = QLineEdit(objectName="playersEdit", placeholderText="empty: SMPC players run in-process")
-        browse_players = QPushButton("Browse…")
         self.protocol = QComboBox(objectName="protocolCombo")
         self.protocol.addItems(list(SMPC_PROTOCOLS))
         general = QGroupBox("This hospital")
@@ -79,8 +77,10 @@ class SettingsPage(QWidget):
         network = QGroupBox("Federation network")
         network_form = QFormLayout(network)
         network_form.addRow("Ledger node URL:", self.rpc_url)
-        network_form.addRow("SMPC players file:", _path_row(self.players, browse_players))
         network_form.addRow("SMPC protocol:", self.protocol)
+        network_form.addRow(QLabel("A simulated federation runs its three SMPC players on this machine; a real "
+                                   "consortium's players are named, with their TLS certificates, in its "
+                                   "consortium file.", wordWrap=True, objectName="caption"))
 
         self.policy: dict[str, QDoubleSpinBox] = {}
         policy_box = QGroupBox("Verification policy (what an honest hospital accepts)")
@@ -149,7 +149,6 @@ class SettingsPage(QWidget):
         QVBoxLayout(self).addWidget(scroll)
 
         browse_blobs.clicked.connect(self._browse_blobs)
-        browse_players.clicked.connect(self._browse_players)
         self.save.clicked.connect(self._save)
         self.revert.clicked.connect(self._show_settings)
         self.create_account.clicked.connect(lambda: self._add_account(import_key=False))
@@ -165,7 +164,6 @@ class SettingsPage(QWidget):
                           "MEDFED_HOME to use another directory)")
         self.blob_dir.setText(str(settings.blob_dir))
         self.rpc_url.setText(settings.rpc_url or "")
-        self.players.setText(str(settings.smpc_players) if settings.smpc_players else "")
         self.protocol.setCurrentText(settings.smpc_protocol)
         for name, spin in self.policy.items():
             spin.setValue(float(getattr(settings.policy, name)))
@@ -194,7 +192,6 @@ class SettingsPage(QWidget):
             hospital_name=self.hospital_name.text(),
             blob_dir=Path(self.blob_dir.text().strip()) if self.blob_dir.text().strip() else None,
             rpc_url=self.rpc_url.text().strip() or None,
-            smpc_players=Path(self.players.text().strip()) if self.players.text().strip() else None,
             smpc_protocol=self.protocol.currentText(),
             policy=policy,
         )
@@ -216,13 +213,6 @@ class SettingsPage(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Folder for model files", self.blob_dir.text())
         if path:
             self.blob_dir.setText(path)
-
-    @Slot()
-    def _browse_players(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SMPC players file", str(self.model.settings.home),
-                                              "Players (*.json);;All files (*)")
-        if path:
-            self.players.setText(path)
 
     def _add_account(self, *, import_key: bool) -> None:
         from core.services import explorer

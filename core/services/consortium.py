@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ __all__ = [
     "add_hospital",
     "account_address",
     "check_consortium",
+    "check_membership",
     "check_party",
     "check_dataset",
     "check_dataset_fits",
@@ -275,16 +276,20 @@ def check_consortium(path: Path, *, settings: Settings, rpc_url: str | None) -> 
     """What a site runs at start: the file is signed by its admin, the chain holds the federation
     it describes, this machine's account is one of its hospitals or its coordinator, and (secure
     consortium) a hospital's TLS certificate is the one pinned for it."""
+    site = check_membership(path, settings=settings, rpc_url=rpc_url)
+    if site.hospital_id is None or not site.consortium.secure:
+        return site
+    return replace(site, tls_fingerprint=check_tls_identity(site.consortium, settings.tls_dir, site.hospital_id))
+
+
+def check_membership(path: Path, *, settings: Settings, rpc_url: str | None) -> Site:
+    """`check_consortium` without the TLS check (`tls_fingerprint` stays None): what the app's
+    "Join a consortium" shows while this machine's TLS identity is still being made or pinned."""
     consortium = load_consortium(path, recover_signer)
     account = account_address(settings)
     verify_on_chain(consortium, _client(consortium, settings, rpc_url), account=account)
     member = consortium.member(account)
-    if member is None:
-        return Site(consortium, account, None)
-    if not consortium.secure:
-        return Site(consortium, account, member.hospital_id)
-    return Site(consortium, account, member.hospital_id,
-                check_tls_identity(consortium, settings.tls_dir, member.hospital_id))
+    return Site(consortium, account, member.hospital_id if member is not None else None)
 
 
 def check_party(path: Path, *, settings: Settings, rpc_url: str | None, party: str) -> PartySite:

@@ -37,6 +37,7 @@ __all__ = [
     "certificate_fingerprint",
     "check_tls_identity",
     "create_tls_identity",
+    "has_tls_files",
     "read_certificate",
     "tls_identity",
 ]
@@ -55,7 +56,7 @@ def create_tls_identity(settings: Settings, name: str | None = None) -> TlsIdent
     """Makes this machine's TLS key and certificate in `settings.tls_dir`, named `name` (default:
     the hospital name of the settings); an existing identity is refused, never replaced."""
     directory = settings.tls_dir
-    if (directory / KEY_FILE).exists() or (directory / CERT_FILE).exists():
+    if has_tls_files(settings):
         raise TlsIdentityExists(
             f"This data directory already has a TLS identity ({directory}); a party keeps the identity "
             "the consortium pinned. `tls show --home DIR` prints its fingerprint.", party=None)
@@ -68,6 +69,11 @@ def create_tls_identity(settings: Settings, name: str | None = None) -> TlsIdent
         raise ConsortiumError(f"The TLS identity cannot be written to {directory}.", detail=str(exc)) from exc
     logger.info("TLS identity '%s' made in %s", party, directory)
     return TlsIdentityInfo(identity.name, identity.fingerprint, directory / CERT_FILE)
+
+
+def has_tls_files(settings: Settings) -> bool:
+    """Whether `tls_dir` holds a key or a certificate (readable or not): `create` is then refused."""
+    return (settings.tls_dir / KEY_FILE).exists() or (settings.tls_dir / CERT_FILE).exists()
 
 
 def tls_identity(settings: Settings) -> TlsIdentityInfo:

@@ -4,14 +4,17 @@ from any thread reach one dialog."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 
+import pytest
+from PySide6.QtWidgets import QLineEdit
 from pytestqt.qtbot import QtBot
 
 from app.main_window import MainWindow
 from app.notifier import NOTIFIER
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from tests.app.gui import click, column, go_to, message_boxes, type_into
 
 
@@ -44,6 +47,26 @@ def test_settings_are_validated_saved_and_shown_again(
     assert again.settings.rpc_url.text() == "http://10.0.0.5:8545"
     assert again.settings.policy["min_cosine"].value() == -0.5
     assert load_settings(home=again.model.settings.home).hospital_name == "St Mary Oncology"
+
+
+def test_an_old_settings_file_naming_a_players_file_still_opens_and_is_saved_without_it(
+    qtbot: QtBot, open_window: Callable[[], MainWindow], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.settings_file.write_text(json.dumps({"smpc_players": "players.json", "hospital_name": "Old Install"}))
+
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
+        window = open_window()
+    page = go_to(qtbot, window, "Settings")
+
+    assert page.hospital_name.text() == "Old Install"
+    assert any("'smpc_players'" in r.getMessage() and "obsolete" in r.getMessage() for r in caplog.records)
+    assert not page.findChildren(QLineEdit, "playersEdit")  # no players field any more
+    federation = window.federation
+    assert not federation.configured.isEnabled() and "no ledger node" in federation.network_note.text()
+    assert "players" not in federation.network_note.text()
+    click(qtbot, page.save)
+    assert json.loads(settings.settings_file.read_text()) == {"hospital_name": "Old Install"}
+    assert not message_boxes(window)
 
 
 def test_a_keystore_account_is_created_with_the_typed_password(qtbot: QtBot, window: MainWindow) -> None:

@@ -4,6 +4,7 @@ keys, the home directory, and the atomic save used by the Settings page."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -40,7 +41,6 @@ def test_defaults_derive_every_path_from_home(tmp_path: Path) -> None:
     assert settings.blob_dir == home / "blobs"
     assert settings.tls_dir == home / "tls"
     assert settings.rpc_url is None
-    assert settings.smpc_players is None
     assert settings.smpc_protocol == "securenn"
     assert settings.policy == VerificationPolicy()
     assert settings.hospital_name
@@ -103,12 +103,46 @@ def test_home_argument_beats_medfed_home(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_relative_paths_in_the_file_are_relative_to_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    write_file(home, {"db_path": "data/state.db", "smpc_players": "players.json"})
+    write_file(home, {"db_path": "data/state.db", "blob_dir": "models"})
 
     settings = load_settings(home=home)
 
     assert settings.db_path == home / "data" / "state.db"
-    assert settings.smpc_players == home / "players.json"
+    assert settings.blob_dir == home / "models"
+
+
+def test_the_obsolete_players_file_setting_is_dropped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    write_file(home, {"smpc_players": "players.json", "hospital_name": "Old Install"})
+
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
+        settings = load_settings(home=home)
+
+    assert settings.hospital_name == "Old Install"  # the rest of the file still applies
+    assert not hasattr(settings, "smpc_players")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'smpc_players'" in warnings[0] and "obsolete" in warnings[0]
+    assert "\n" not in warnings[0] and str(home / "settings.json") in warnings[0]
+    save_settings(settings)  # the next save writes the file without it
+    assert "smpc_players" not in json.loads(settings.settings_file.read_text())
+
+
+def test_the_obsolete_players_file_variable_is_ignored_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MEDFED_SMPC_PLAYERS", str(tmp_path / "players.json"))
+
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
+        load_settings(home=tmp_path / "home")
+
+    assert any("MEDFED_SMPC_PLAYERS" in r.getMessage() and "obsolete" in r.getMessage() for r in caplog.records)
+
+
+def test_the_players_file_is_no_longer_a_setting_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Unknown setting 'smpc_players'"):
+        load_settings(home=tmp_path / "home", smpc_players=tmp_path / "players.json")
 
 
 def test_unknown_key_in_the_file_is_refused_by_name(tmp_path: Path) -> None:
