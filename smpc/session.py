@@ -25,7 +25,7 @@ from core.progress import CancelToken
 from core.settings import SMPC_PROTOCOLS
 from smpc.compat import graph_rng_devices, initialize_rng_states, session_config, tfe
 from smpc import shared_vars as names
-from smpc.errors import PlayerUnavailable, ProtocolUnsupported, SmpcError
+from smpc.errors import GraphRefused, PlayerUnavailable, ProtocolUnsupported, SmpcError
 from smpc.fixedpoint import FixedPointFormat, reconstruct, share
 from smpc.layout import RoundLayout
 from smpc.shared_vars import VariableAccess
@@ -235,6 +235,13 @@ class SmpcSession:
                 f"An SMPC player stopped answering while {what}; the round cannot continue. "
                 "Check that all player processes run, then retry.",
                 detail=f"{type(exc).__name__}: {exc.message.splitlines()[0] if exc.message else ''}",
+            ) from exc
+        except tf.errors.PermissionDeniedError as exc:
+            # A player's gateway refused what this driver sent it: say which player and why.
+            lines = [ln.strip() for ln in (exc.message or "").splitlines() if "MedFedChain gateway" in ln]
+            raise GraphRefused(
+                f"An SMPC player refused the driver's request while {what}: "
+                + (lines[0] if lines else "permission denied"),
             ) from exc
         except tf.errors.InternalError as exc:
             if "connect" in str(exc).lower() or "socket" in str(exc).lower():
@@ -521,8 +528,10 @@ class SmpcSession:
             if self._graph is None:
                 self._shapes = [tuple(s) for s in weight_shapes]
                 self._build()
-            self.ensure_slots(1)
+            # One slot and two: add_n of a single term is no AddN op.
+            self.ensure_slots(2)
             self._aggregation_program(1)
+            self._aggregation_program(2)
             self._global_program()
             self._connect_programs()
             assert self._graph is not None

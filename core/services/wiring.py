@@ -67,9 +67,6 @@ class SecureParts:
 def build_secure_simulation(spec: ModelSpec, settings: Settings, channel: RoundChannel) -> SecureParts:
     """The three players on this process's devices; the share holders read the hospitals'
     share commitments from `channel`, as a deployment's players read them from the chain."""
-    if settings.smpc_players is not None:
-        raise ConfigError("A simulation runs its SMPC players in this process; remote players serve a "
-                          "deployment (`node` / `coordinator` with a secure consortium).")
     from smpc.factory import build_in_process  # TensorFlow-Encrypted loads only when asked for
 
     federation = build_in_process(spec, share_commitments_reader(channel), protocol=settings.smpc_protocol)
