@@ -21,6 +21,11 @@ class CoreError(Exception):
         self.detail = detail
 
 
+class ServiceAway(Exception):
+    """Marks an error as a service briefly away (an SMPC player restarting, say): a role tries the
+    step again until its deadline instead of counting it as a failure of its own."""
+
+
 class DataError(CoreError):
     """A dataset could not be read or is not usable for training."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import ModelError
+from core.errors import ModelError, ServiceAway
 
 
 class SmpcError(Exception):
@@ -34,7 +34,7 @@ class FixedPointOverflow(SmpcError, ModelError):
         self.bound = bound
 
 
-class PlayerUnavailable(SmpcError):
+class PlayerUnavailable(SmpcError, ServiceAway):
     """An SMPC player process could not be reached or stopped answering during a session."""
 
     def __init__(self, user_message: str, *, player: str | None = None, detail: str | None = None) -> None:

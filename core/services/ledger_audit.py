@@ -343,7 +343,11 @@ def _check_ballots(db: Database, federations: list[FederationView], local: dict[
                     # A simulated attacker votes against its own scores: that is its attack.
                     notes.append(f"{problem} (a simulated attacker)")
                     problem = None
-                problem = problem or _scores_on_record(ballot, local[federation.id])
+                # The local database keeps a round as its last attempt went: an earlier attempt's
+                # ballot (of a round aborted and reopened) is checked against the ledger only.
+                attempts = history.attempts_of(ballot.round_number)
+                if not problem and attempts and attempts[-1].round_id == ballot.attempt:
+                    problem = _scores_on_record(ballot, local[federation.id])
                 if problem:
                     problems.append(problem)
     return problems, checked

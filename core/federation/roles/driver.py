@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.errors import Cancelled, describe_error
+from core.errors import Cancelled, ServiceAway, describe_error
 from core.federation.channel import COORDINATOR, Phase, RoundChannel
 from core.federation.interfaces import SecureScoring
 from core.federation.roles.node import MAX_TRIES, fetch_weights
@@ -46,7 +46,12 @@ class ScoringDriver:
             verdict = "ok"
         except Cancelled:
             raise
-        except Exception as exc:  # noqa: BLE001 - a player away: tried again, then the round goes unvoted
+        except ServiceAway as exc:  # a player restarting: tried again on later steps, until the deadline
+            if view.attempt not in self._tries:
+                log.warning("round %d: SMPC scoring waits for a player: %s", view.round_number, describe_error(exc))
+                self._tries[view.attempt] = 0
+            return False
+        except Exception as exc:  # noqa: BLE001 - tried again, then the round goes unvoted
             tries = self._tries.get(view.attempt, 0) + 1
             self._tries[view.attempt] = tries
             message = describe_error(exc)

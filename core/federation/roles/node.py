@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Cancelled, CoreError, DataError, ModelError, describe_error
+from core.errors import Cancelled, CoreError, DataError, ModelError, ServiceAway, describe_error
 from core.federation.channel import (
     COORDINATOR,
     AlreadyDone,
@@ -82,6 +82,8 @@ class HospitalNode:
         self.progress = progress
         self.alerts: list[NodeAlert] = []
         self._tries: dict[tuple[str, int], int] = {}  # (step, attempt) -> failed tries so far
+        self._waiting: set[tuple[str, int]] = set()  # (step, attempt) waiting for a service away
+        self._trained: dict[int, Candidate] = {}  # attempt -> trained but not yet committed
         self._own: dict[int, Candidate] = {}  # attempt -> own candidate (rebuilt from the store after a restart)
         self._doc: dict[str, Any] = self.state.load()
         self._doc.setdefault("ballots", {})
@@ -140,6 +142,13 @@ class HospitalNode:
         again on the next steps, `MAX_TRIES` times in all, before the hospital gives up."""
         hid, n, key = self.hospital_id, view.round_number, str(view.attempt)
         message = describe_error(exc)
+        if isinstance(exc, ServiceAway):
+            # Tried again on every step until the phase's deadline: a player restarting for a few
+            # seconds must not turn every hospital into a dropout. Said once per attempt.
+            if (kind, view.attempt) not in self._waiting:
+                self._waiting.add((kind, view.attempt))
+                log.warning("round %d: %s waits at %s: %s", n, hid, stage.value, message)
+            return
         tries = self._tries.get((kind, view.attempt), 0) + 1
         self._tries[(kind, view.attempt)] = tries
         final = isinstance(exc, (DataError, ModelError)) or tries >= MAX_TRIES
@@ -175,11 +184,14 @@ class HospitalNode:
         hid, n = self.hospital_id, view.round_number
         try:
             global_weights = self._starting_model(view)
-            self.progress(Progress(Stage.TRAINING, f"{hid} training", round_number=n, hospital_id=hid))
-            candidate = self.hospital.train(n, global_weights, self.progress, cancel)
-            check_compatible(candidate.delta, global_weights)
-            if self.hospital.wants_peer_updates:
-                candidate = self.hospital.revise(candidate, self._peer_candidates(view, global_weights))
+            candidate = self._trained.get(view.attempt)
+            if candidate is None:  # trained once per attempt, however often sharing it is retried
+                self.progress(Progress(Stage.TRAINING, f"{hid} training", round_number=n, hospital_id=hid))
+                candidate = self.hospital.train(n, global_weights, self.progress, cancel)
+                check_compatible(candidate.delta, global_weights)
+                if self.hospital.wants_peer_updates:
+                    candidate = self.hospital.revise(candidate, self._peer_candidates(view, global_weights))
+                self._trained[view.attempt] = candidate
             self.verifier.begin_round(n, global_weights, view.attempt)
             if self.verifier.sees_updates:
                 commitment = self.verifier.commit(candidate)
@@ -199,6 +211,7 @@ class HospitalNode:
         except Exception as exc:  # this hospital's failure: a dropout of the round, not a crash
             self._gave_up("failed", view, exc, Stage.TRAINING)
             return
+        self._trained.pop(view.attempt, None)
         self._own[view.attempt] = candidate  # the archive reports the commitment once the chain has it
 
     def _peer_candidates(self, view: RoundView, global_weights: Weights) -> list[Candidate]:
