@@ -1,10 +1,12 @@
-"""What a curious SMPC driver CAN do, documented as not enforced (README, "Deployment and threat
-model"): the programs it runs are its own choice, so it may weight the aggregation to single out
-one update, or read a share holder's variables by name. Nothing in the players refuses either;
-these tests fail once something does, and the docs must then change."""
+"""What is NOT enforced, documented in the README ("Deployment and threat model"): the programs a
+pinned driver runs are its own choice, so it may weight the aggregation to single out one update
+or read a share holder's variables by name; and the commitment check runs on the share holder
+itself, so a dishonest holder that skips it goes unnoticed. These tests fail once something
+refuses what they do, and the docs must then change."""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,3 +88,21 @@ def test_a_players_allow_list_admits_a_graph_that_ships_a_share_to_the_driver() 
     assert {n.op for n in theft.node} >= {"VarHandleOp", "ReadVariableOp"}
     allowed(theft)  # no GraphRefused
     assert {"_Send", "_Recv"} <= allowed.op_types  # what partitioning adds to carry it across
+
+
+def test_a_holder_that_skips_its_own_commitment_check_aggregates_an_altered_share(scored) -> None:
+    """Run last: it alters server1's share of "b". The check guards against an altered share on an
+    honest player; a dishonest one simply does not run it, and nobody else re-checks."""
+    secure, candidates = scored
+    fed = secure.federation
+    slot = fed.driver._layouts[2].candidates.index("b")  # noqa: SLF001
+    holder = fed.holders[1]
+    name = names.slot_name(slot, 1, 0)
+    value = holder.access.read([name])[0].copy()
+    value.flat[0] += 3**9 * 100  # +100 on one weight of b's update
+    holder.access.assign({name: value})
+    holder.check_commitments = lambda *args: None  # type: ignore[method-assign]
+    b = candidates[1]
+    result = fed.driver.aggregate(initial_weights(SPEC, 0), [dataclasses.replace(b, delta=[])],
+                                  [secure.commitments["b"]])
+    assert result[0].flat[0] == pytest.approx(initial_weights(SPEC, 0)[0].flat[0] + b.delta[0].flat[0] + 100, abs=1e-3)
