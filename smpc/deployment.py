@@ -190,6 +190,7 @@ class PlayerProcess:
 
     def stop(self) -> None:
         if self.gateway is not None:
+            log.info("the gateway traffic of %s: %s", self.name, self.gateway.traffic())
             self.gateway.stop()
             self.gateway = None
 

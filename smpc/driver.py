@@ -11,6 +11,7 @@ driver fetches, the new global model the only one it reveals.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -58,6 +59,7 @@ class SmpcDriver(SecureScoring, Aggregator):
     def score_round(self, round_number: int, attempt: int, global_weights: Weights,
                     candidates: Sequence[str], progress: ProgressSink, cancel: CancelToken) -> None:
         weights = as_weights(global_weights)
+        start = time.perf_counter()
         self.session.open(self._shapes(weights))
         held = [h.holdings(round_number, attempt) for h in self.holders]
         if held[0] != held[1]:
@@ -86,6 +88,8 @@ class SmpcDriver(SecureScoring, Aggregator):
         for h in self.holders:
             h.release(round_number, attempt)
         self._layouts[round_number] = layout
+        log.info("round %d (attempt %d): scored %d candidate(s) for %d validator(s) in %.3f s", round_number,
+                 attempt, len(layout.candidates), len(layout.validators), time.perf_counter() - start)
         progress(Progress(Stage.VERIFICATION, "SMPC scoring finished", fraction=1.0, round_number=round_number))
 
     def aggregate(self, global_weights: Weights, accepted: Sequence[Candidate],
@@ -103,6 +107,7 @@ class SmpcDriver(SecureScoring, Aggregator):
                 raise CommitmentMismatch(f"Hospital {cand.hospital_id} has no share commitments; it was not "
                                          "verified in SMPC.", hospital_id=cand.hospital_id)
         ids = [c.hospital_id for c in accepted]
+        start = time.perf_counter()
         for h in self.holders:
             h.check_commitments(layout.round_number, layout.attempt, ids)
         counts = np.array([max(int(c.num_samples), 0) for c in accepted], np.int64)
@@ -113,6 +118,7 @@ class SmpcDriver(SecureScoring, Aggregator):
             slot_weights[layout.candidates.index(hid)] = count
         sums = self.session.aggregate_sums(slot_weights.tolist())
         total = float(counts.sum())
+        log.info("round %d: aggregated %d update(s) in %.3f s", n, len(ids), time.perf_counter() - start)
         for s in sums:
             if s.size:
                 self.session.fmt.check_sum(float(np.max(np.abs(s))), what="aggregate")

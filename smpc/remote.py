@@ -142,13 +142,19 @@ class RemotePlayer:
         self.name = name
         self._channel = channel
         self.timeout_s = timeout_s
+        self.sent = 0  # payload bytes, for the benchmark
+        self.received = 0
 
     def _call(self, method: str, meta: dict[str, Any], **arrays: np.ndarray) -> tuple[dict, dict]:
         stub = self._channel.unary_unary(SERVICE + method)
+        request = pack(meta, **arrays)
         try:
-            return unpack(stub(pack(meta, **arrays), timeout=self.timeout_s))
+            response = stub(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise self._translate(exc) from exc
+        self.sent += len(request)
+        self.received += len(response)
+        return unpack(response)
 
     def _translate(self, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else None
@@ -202,4 +208,5 @@ class RemotePlayer:
                                         "contributors": list(contributors)})
 
     def close(self) -> None:
+        log.info("SharePlayer traffic with %s: sent %d bytes, received %d bytes", self.name, self.sent, self.received)
         self._channel.close()

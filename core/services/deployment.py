@@ -239,7 +239,7 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
         aggregator = consortium.aggregator
         if consortium.secure:
             # Updates stay shares at the SMPC players: nothing to recompute the aggregate from.
-            verifier, global_check = wiring.secure_owner(consortium, settings, hid), None
+            verifier, global_check = wiring.secure_owner(consortium, settings, hid, closers), None
         else:
             verifier = PlaintextVerifier(spec)
             global_check = create_aggregator(aggregator) if aggregator in CHECKABLE_AGGREGATORS else None

@@ -146,13 +146,15 @@ def _own_tls_identity(settings: Settings, party: str):  # -> smpc.transport.iden
     return load_identity(settings.tls_dir, name=party)
 
 
-def secure_owner(consortium: Consortium, settings: Settings, hospital_id: str) -> Verifier:
+def secure_owner(consortium: Consortium, settings: Settings, hospital_id: str,
+                 closers: list[Callable[[], None]]) -> Verifier:
     """A hospital node's verifier in a secure consortium: it shares its own inputs with the two
     share holders over mutual TLS and collects its own scores from them."""
     from smpc.deployment import owner_links
     from smpc.factory import owner_verifier
 
     links = owner_links(_own_tls_identity(settings, hospital_id), _smpc_directory(consortium))
+    closers.extend(link.close for link in links)
     return owner_verifier(hospital_id, consortium.model_spec(), links)
 
 
