@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--smpc-driver", type=Path, metavar="CERT.pem",
                       help="the SMPC driver's certificate (with the three --smpc-player)")
     init.add_argument("--smpc-driver-address", metavar="HOST:PORT",
-                      help="where the driver listens, if it does (default: it only dials out)")
+                      help="where the driver's gateway listens: the players fetch the values it feeds")
     add = consortium_sub.add_parser("add-hospital", help="register a hospital on chain and re-sign the file")
     _add_home(add)
     add.add_argument("--consortium", type=Path, required=True)

@@ -1,7 +1,8 @@
 """Secure multi-party computation for MedFedChain: encrypted verification and secure aggregation
-on TF-Encrypted (SecureNN), with in-process or remote players.
+on TF-Encrypted (SecureNN), each hospital sharing its own inputs.
 
-Entry points: `smpc.factory.build_secure_components` (verifier and aggregator sharing one
-session) and `smpc.player.main` (one remote player process). Importing this package does not
-import TensorFlow; its modules do.
+Entry points: `smpc.factory.build_in_process` (every part in one process: simulations) and
+`smpc.deployment` (a player process, the driver in the coordinator's process, a node's owner
+links, over the mTLS gateways of `smpc.transport`). Importing this package does not import
+TensorFlow; its modules do.
 """

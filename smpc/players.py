@@ -1,17 +1,10 @@
-"""Where the SMPC players run: in this process (the embedded default) or at host:port addresses.
+"""The TensorFlow cluster of an SMPC session: the three players in protocol order (the first two
+hold the shares, the third is SecureNN's helper and the source of multiplication triples) and the
+driver, the process that masters the session graphs.
 
-A players.json names the three players in protocol order (the first two hold the shares, the
-third is SecureNN's helper and the source of multiplication triples) and the driver, the
-process that builds the graphs, feeds the shared inputs and receives the revealed scores:
-
-    {
-      "job": "medfedchain",
-      "players": {"server0": "10.0.0.11:4440", "server1": "10.0.0.12:4440", "server2": "10.0.0.13:4440"},
-      "driver": "10.0.0.10:4440"
-    }
-
-All four form one TensorFlow cluster (one job, tasks in that order, the driver last), so the
-driver's feeds travel from its own in-process server straight to the player that owns them.
+In a deployment each process builds its own `PlayerConfig` (`smpc.deployment`): its own task at
+its loopback raw port, every other task at a local forwarder of its gateway. `load`/`save` keep a
+cluster as JSON, for tools and tests.
 """
 
 from __future__ import annotations

@@ -232,8 +232,9 @@ class PlayerEntry(_Record):
 
 
 class DriverEntry(_Record):
-    """The SMPC driver (run by a player operator, never a hospital); it dials out, so its address
-    is informative only and may be absent."""
+    """The SMPC driver: the coordinator's process, never a hospital. `consortium init` requires its
+    address (the players fetch from its gateway what it feeds); records signed without one load,
+    and such a driver refuses to start."""
 
     tls_cert: Certificate
     address: HostPort | None = None

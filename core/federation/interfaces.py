@@ -2,7 +2,7 @@
 is recorded locally, and what a hospital does with its own data.
 
 The roles (`core.federation.roles`) see only these: the plaintext implementations live in
-`core`, the SMPC ones in `smpc` (`SmpcVerifier`, `SmpcAggregator`); how the roles reach each
+`core`, the SMPC ones in `smpc` (`SmpcOwner`, `SmpcDriver`); how the roles reach each
 other is the `RoundChannel` of `core.federation.channel`.
 """
 

@@ -167,6 +167,9 @@ def smpc_entry(plan: SmpcPlan) -> SmpcEntry:
     players = [PlayerEntry.checked(f"SMPC player '{name}'", name=name, address=by_name[name][0],
                                    tls_cert=read_certificate(by_name[name][1], whose=f"SMPC player '{name}'"))
                for name in SMPC_PLAYERS]
+    if not plan.driver_address:
+        raise ConsortiumError("A secure consortium needs the SMPC driver's address (--smpc-driver-address "
+                              "HOST:PORT): the players fetch from it the public values it feeds.")
     driver = DriverEntry.checked("SMPC driver", address=plan.driver_address,
                                  tls_cert=read_certificate(plan.driver_cert, whose="the SMPC driver"))
     return SmpcEntry.checked("SMPC section", players=tuple(players), driver=driver)

@@ -54,7 +54,8 @@ def _init_args(anvil: AnvilNode, tmp_path: Path, path: Path, coordinator: str, c
     players = [f"--smpc-player={name}={name}.example.org:{4440 + i}={certs[name]}" for i, name in enumerate(PLAYERS)]
     return ["consortium", "init", "--rpc", anvil.url, "--home", str(tmp_path / "admin"), "--out", str(path),
             "--name", "Secure consortium", "--dataset", "breast_cancer", "--coordinator", coordinator,
-            "--coordinator-store", "http://coordinator:8600", *players, "--smpc-driver", str(certs["driver"])]
+            "--coordinator-store", "http://coordinator:8600", *players, "--smpc-driver-address",
+            "driver.example.org:4450", "--smpc-driver", str(certs["driver"])]
 
 
 @pytest.fixture
@@ -151,4 +152,9 @@ def test_init_with_a_missing_certificate_deploys_nothing(anvil: AnvilNode, tmp_p
     assert "SMPC player 'server2' cannot be read" in capsys.readouterr().err
     assert main(_init_args(anvil, tmp_path, path, "0x" + "c0" * 20, certs)[:-2]) == 2  # no --smpc-driver
     assert "--smpc-driver CERT.pem" in capsys.readouterr().err
+    fixed = {**certs, "server2": _party(tmp_path, "server2-again").tls_dir / "tls-cert.pem"}
+    no_address = _init_args(anvil, tmp_path, path, "0x" + "c0" * 20, fixed)
+    del no_address[-4:-2]
+    assert main(no_address) == 2
+    assert "--smpc-driver-address" in capsys.readouterr().err
     assert connect_rpc(anvil.url).eth.block_number == 0 and not path.exists()

@@ -1,4 +1,4 @@
-"""`ScoringDriver`: the SMPC driver's part in every round, run by a player operator.
+"""`ScoringDriver`: the SMPC driver's part in every round, run in the coordinator's process.
 
 Once a round's commitments close, it has the players score every candidate on every validator's
 shared split (`SecureScoring`); the scores stay with the players, and each hospital node then

@@ -124,7 +124,7 @@ def test_the_admin_reads_certificates_from_files_and_refuses_what_is_not_one(hom
                for name in ("server2", "server0", "server1")]
     driver = homes["driver"].tls_dir / "tls-cert.pem"
 
-    smpc = smpc_entry(SmpcPlan(players=players, driver_cert=driver))
+    smpc = smpc_entry(SmpcPlan(players=players, driver_cert=driver, driver_address="127.0.0.1:4449"))
 
     assert [p.name for p in smpc.players] == ["server0", "server1", "server2"]  # protocol order
     assert smpc.driver.tls_cert == driver.read_text()
@@ -132,14 +132,14 @@ def test_the_admin_reads_certificates_from_files_and_refuses_what_is_not_one(hom
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\n" + "A" * 128 + "\n-----END CERTIFICATE-----\n")
     cases = [
-        (SmpcPlan(players=players[:2], driver_cert=driver), "missing: server1"),
-        (SmpcPlan(players=[*players, players[0]], driver_cert=driver), "'server2' is given twice"),
-        (SmpcPlan(players=[*players[:2], ("server9", "h:1", driver)], driver_cert=driver), "Unknown SMPC player"),
-        (SmpcPlan(players=players, driver_cert=tmp_path / "missing.pem"), "for the SMPC driver cannot be read"),
-        (SmpcPlan(players=players, driver_cert=homes["driver"].tls_dir / "tls-key.pem"), "holds a private key"),
-        (SmpcPlan(players=players, driver_cert=garbage), "not a readable X.509 certificate"),
-        (SmpcPlan(players=players, driver_cert=players[0][2]), "pinned for 'server2' and 'driver'"),
-        (SmpcPlan(players=[("server0", "nowhere", players[1][2]), *players[::2]], driver_cert=driver),
+        (SmpcPlan(players=players[:2], driver_cert=driver, driver_address="127.0.0.1:4449"), "missing: server1"),
+        (SmpcPlan(players=[*players, players[0]], driver_cert=driver, driver_address="127.0.0.1:4449"), "'server2' is given twice"),
+        (SmpcPlan(players=[*players[:2], ("server9", "h:1", driver)], driver_cert=driver, driver_address="127.0.0.1:4449"), "Unknown SMPC player"),
+        (SmpcPlan(players=players, driver_cert=tmp_path / "missing.pem", driver_address="127.0.0.1:4449"), "for the SMPC driver cannot be read"),
+        (SmpcPlan(players=players, driver_cert=homes["driver"].tls_dir / "tls-key.pem", driver_address="127.0.0.1:4449"), "holds a private key"),
+        (SmpcPlan(players=players, driver_cert=garbage, driver_address="127.0.0.1:4449"), "not a readable X.509 certificate"),
+        (SmpcPlan(players=players, driver_cert=players[0][2], driver_address="127.0.0.1:4449"), "pinned for 'server2' and 'driver'"),
+        (SmpcPlan(players=[("server0", "nowhere", players[1][2]), *players[::2]], driver_cert=driver, driver_address="127.0.0.1:4449"),
          "is not host:port"),
     ]
     for plan, message in cases:
