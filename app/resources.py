@@ -1,15 +1,20 @@
-"""The icons and stylesheet shipped in the top-level `resources/` folder."""
+"""The icons and stylesheet shipped in the top-level `resources/` folder.
+
+`resources` is a package, so the same lookup finds it in a checkout and in an installed wheel.
+"""
 
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
 log = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+# A wheel is installed unpacked, so the package is a folder on disk that Qt can read from.
+RESOURCES = Path(str(files("resources")))
 
 
 def icon(name: str) -> QIcon:

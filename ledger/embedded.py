@@ -15,7 +15,6 @@ chain when the data directory recorded a contract on it (`ChainFileMissing`).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from eth_tester.backends.pyevm.main import (
 )
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import keccak
+from filelock import lock_descriptor, unlock_descriptor
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import ContractLogicError
 from web3.middleware.base import Web3Middleware
@@ -471,7 +471,7 @@ class EmbeddedChain:
 
     def _release_lock(self) -> None:
         if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            unlock_descriptor(self._lock_file.fileno())
             self._lock_file.close()
             self._lock_file = None
 
@@ -509,15 +509,20 @@ def _existing(path: Path | None) -> str | None:
 
 
 def _acquire_writer_lock(path: Path) -> IO[str]:
+    """The exclusive lock of the chain's one writer (flock on Unix, LockFileEx on Windows); the
+    operating system drops it when the file is closed or its process dies."""
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the chain's lifetime
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
+        locked = lock_descriptor(handle.fileno(), blocking=False)
+    except OSError:
+        handle.close()
+        raise
+    if not locked:
         handle.close()
         raise LedgerError(
             "The embedded ledger is in use by another MedFedChain process; close it and retry.",
             detail=str(path),
-        ) from exc
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

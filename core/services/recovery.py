@@ -1,8 +1,9 @@
 """Use case: after a crash, mark runs whose process is gone as interrupted.
 
 A federation or training run is written as `running` when it starts and finished in its own
-transaction; a process killed in between leaves it `running` forever. Each run records the pid
-and host that drive it, so a later start can tell a dead run from one still going elsewhere.
+transaction; a process killed in between leaves it `running` forever. Each run records the pid,
+start time and host of the process that drives it, so a later start can tell a dead run from one
+still going elsewhere, and a live process that merely reuses a dead one's pid from the run's own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 from typing import Any
 
+import psutil
 from sqlalchemy import select
 
 from core.state.db import Database
@@ -20,11 +22,13 @@ from core.state.models import Federation, FederationStatus, Round, RoundStatus, 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted: the program stopped before the run finished"
+# psutil derives a start time from the boot time, which the system clock's adjustments can shift.
+_START_TOLERANCE_S = 2.0
 
 
 def process_marker() -> dict[str, Any]:
     """Who drives a run; stored in its config."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+    return {"pid": os.getpid(), "started": psutil.Process().create_time(), "host": socket.gethostname()}
 
 
 def _alive(marker: Any) -> bool:
@@ -33,13 +37,17 @@ def _alive(marker: Any) -> bool:
     pid = marker.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not psutil.pid_exists(pid):
         return False
-    except PermissionError:
+    started = marker.get("started")
+    if not isinstance(started, (int, float)):
+        return True  # a marker from before start times were recorded: the pid is all there is
+    try:
+        return abs(psutil.Process(pid).create_time() - started) <= _START_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def mark_interrupted_runs(database: Database) -> int:

@@ -66,6 +66,41 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_chain(tmp_path: Pa
     open_ledger(_settings(tmp_path)).close()
 
 
+HOLD_THE_CHAIN = """
+import sys, time
+from pathlib import Path
+from ledger.session import LedgerSettings, open_ledger
+from tests.ledger.conftest import FAST_SCRYPT
+session = open_ledger(LedgerSettings(home=Path(sys.argv[1]), keystore_password="pw", scrypt_n=FAST_SCRYPT))
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_writer_killed_while_it_holds_the_chain_leaves_it_to_the_next(tmp_path: Path) -> None:
+    """The lock is the operating system's: a killed holder (no close, no cleanup) releases it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_CHAIN, str(tmp_path)], cwd=root, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(LedgerError, match="in use by another"):
+            open_ledger(_settings(tmp_path))
+    finally:
+        holder.kill()  # SIGKILL: the holder never reaches its close()
+        holder.communicate(timeout=60)
+
+    session = open_ledger(_settings(tmp_path))
+    try:
+        assert session.w3.eth.block_number > 0  # the holder's chain, its contract deployed
+    finally:
+        session.close()
+
+
 def test_read_only_without_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="nothing has been recorded"):
         open_ledger(_settings(tmp_path), read_only=True)
