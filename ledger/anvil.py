@@ -13,13 +13,13 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import requests
 
+from core.ports import free_port
 from ledger.errors import AnvilUnavailable
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,6 @@ def install_anvil(directory: Path | None = None, timeout: float = 300.0) -> Path
 
 def ensure_anvil() -> Path:
     return find_anvil() or install_anvil()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class AnvilNode:

@@ -8,18 +8,12 @@ with it, choosing its raw port first. Light on imports: it runs before TensorFlo
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
+from core.ports import free_port
 from smpc.transport.loopback import PORTS_ENV, loopback_env
 
 RAW_PORT_ENV = "MEDFEDCHAIN_RAW_PORT"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_port_under_shim() -> int | None:
