@@ -62,6 +62,7 @@ def _case(architecture: str, batch_size: int, rows: int, protocol: str) -> dict:
     from core.models.weights import add, parameter_count, weights_hash
     from core.progress import CancelToken, ignore_progress
     from smpc.factory import build_in_process
+    from tests.smpc.scenarios import MemoryFacts
 
     rng = np.random.default_rng(0)
     if architecture == "tabular_cnn":
@@ -96,15 +97,14 @@ def _case(architecture: str, batch_size: int, rows: int, protocol: str) -> dict:
     for i in range(hospitals):
         delta = [rng.normal(scale=0.02, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 100 + i, weights_hash(add(glob, delta))))
-    recorded: dict = {}
-    fed = build_in_process(spec, lambda n, h: recorded[(n, h)].share_commitments, protocol=protocol,
-                           batch_size=batch_size)
+    facts = MemoryFacts()
+    fed = build_in_process(spec, facts, protocol=protocol, batch_size=batch_size)
     owners = {c.hospital_id: fed.owner(c.hospital_id) for c in candidates}
 
     def share_round(n: int, cands: list, validators: dict) -> None:
         for c in cands:
             owners[c.hospital_id].begin_round(n, glob)
-            recorded[(n, c.hospital_id)] = owners[c.hospital_id].commit(c, validators.get(c.hospital_id))
+            facts.record(owners[c.hospital_id].commit(c, validators.get(c.hospital_id)))
 
     # One candidate on one validation batch, warm: encrypted vs Keras `model(x)`.
     batch = data(batch_size, 1)
@@ -114,7 +114,8 @@ def _case(architecture: str, batch_size: int, rows: int, protocol: str) -> dict:
     secure_s = _median_time(
         lambda: fed.driver.score_round(1, 0, glob, ["h0"], ignore_progress, CancelToken()), 3)
 
-    commitments = [recorded[(1, c.hospital_id)] for c in candidates]
+    commitments = [facts.commitments[(1, c.hospital_id)] for c in candidates]
+    facts.decide(1, candidates)
     fed.driver.score_round(1, 0, glob, [c.hospital_id for c in candidates], ignore_progress, CancelToken())
     fedavg = FedAvg()
     plain_agg_s = _median_time(lambda: fedavg.aggregate(glob, candidates, commitments), 20)
@@ -128,11 +129,12 @@ def _case(architecture: str, batch_size: int, rows: int, protocol: str) -> dict:
     start = time.perf_counter()
     round_candidates = [dataclasses.replace(c, round_number=2) for c in candidates]
     share_round(2, round_candidates, validators)
+    facts.decide(2, round_candidates)
     fed.driver.score_round(2, 0, glob, [c.hospital_id for c in round_candidates], ignore_progress, CancelToken())
     for c in round_candidates:
         owners[c.hospital_id].score(round_candidates, [validators[c.hospital_id]], ignore_progress, CancelToken())
     fed.driver.aggregate(glob, [dataclasses.replace(c, delta=[]) for c in round_candidates],
-                         [recorded[(2, c.hospital_id)] for c in round_candidates])
+                         [facts.commitments[(2, c.hospital_id)] for c in round_candidates])
     round_s = time.perf_counter() - start
     fed.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -235,11 +237,12 @@ def _in_process_rounds(spec: Any, validation: list[Any], rounds: int,
     from core.models.weights import add, weights_hash
     from core.progress import CancelToken, ignore_progress
     from smpc.factory import build_in_process
+    from tests.smpc.scenarios import MemoryFacts
 
     rng = np.random.default_rng(0)
     glob = build_keras_model(spec, seed=0).get_weights()
-    recorded: dict = {}
-    fed = build_in_process(spec, lambda n, h: recorded[(n, h)].share_commitments, protocol=protocol)
+    facts = MemoryFacts()
+    fed = build_in_process(spec, facts, protocol=protocol)
     ids = [f"hospital-{i + 1}" for i in range(len(validation))]
     owners = {hid: fed.owner(hid) for hid in ids}
     out = []
@@ -251,13 +254,13 @@ def _in_process_rounds(spec: Any, validation: list[Any], rounds: int,
                 candidates.append(Candidate(hid, n, delta, 100 + i, weights_hash(add(glob, delta))))
             for c, data in zip(candidates, validation, strict=True):
                 owners[c.hospital_id].begin_round(n, glob)
-                recorded[(n, c.hospital_id)] = owners[c.hospital_id].commit(
-                    c, ValidatorInput(c.hospital_id, data, c.delta))
+                facts.record(owners[c.hospital_id].commit(c, ValidatorInput(c.hospital_id, data, c.delta)))
+            facts.decide(n, candidates)
             start = time.perf_counter()
             fed.driver.score_round(n, 0, glob, ids, ignore_progress, CancelToken())
             scored = time.perf_counter()
             fed.driver.aggregate(glob, [dataclasses.replace(c, delta=[]) for c in candidates],
-                                 [recorded[(n, hid)] for hid in ids])
+                                 [facts.commitments[(n, hid)] for hid in ids])
             done = time.perf_counter()
             out.append({"scoring_s": scored - start, "aggregation_s": done - scored, "smpc_s": done - start})
     finally:

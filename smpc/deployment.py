@@ -24,7 +24,7 @@ from core.models.architecture import ModelSpec
 from smpc.driver import SmpcDriver
 from smpc.errors import SmpcError
 from smpc.factory import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, HOLDERS, weight_shapes
-from smpc.player_service import CommitmentSource, PlayerService
+from smpc.player_service import LedgerFacts, PlayerService
 from smpc.players import DRIVER, ROLES, PlayerConfig
 from smpc.remote import RemotePlayer, SharePlayerHandler
 from smpc.session import FIXED, SmpcSession
@@ -116,7 +116,7 @@ class PlayerProcess:
     share holder's service."""
 
     def __init__(self, name: str, identity: TlsIdentity, directory: PartyDirectory, spec: ModelSpec,
-                 commitments: CommitmentSource, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 ledger: LedgerFacts, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  validator_capacity: int = 8) -> None:
         if name not in ROLES:
             raise SmpcError(f"'{name}' is not an SMPC player; players are {', '.join(ROLES)}.")
@@ -124,7 +124,7 @@ class PlayerProcess:
         self.identity = identity
         self.directory = directory
         self.spec = spec
-        self.commitments = commitments
+        self.ledger = ledger
         self.batch_size = batch_size
         self.capacity = validator_capacity
         self.gateway: Gateway | None = None
@@ -180,7 +180,7 @@ class PlayerProcess:
 
                 access = VariableAccess(device, graph, run, threading.RLock())
                 self.service = PlayerService(self.name, self.holder, self.spec, shapes, FIXED, access,
-                                             self.commitments)
+                                             self.ledger)
                 _tamper_hook(self.service)
                 handler.player = self.service
         except BaseException:

@@ -3,9 +3,10 @@
 It loads the public global model, asks each share holder what it holds, sends both the round's
 layout (public: slot order, validator groups, row counts), then runs every candidate on every
 validator group, feeding only public indices; the scores stay in the holders' variables and each
-validator collects its own. For aggregation each holder first checks its shares against the
-owners' on-chain commitments; the weighted sum of the accepted updates is the one value the
-driver fetches, the new global model the only one it reveals.
+validator collects its own. For aggregation each holder sums the updates the chain accepted, after
+checking its shares against the owners' on-chain commitments (`smpc.aggregation`): the driver
+fetches nothing from the session graphs at all, and the new global model is the only value it
+reveals.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-import numpy as np
-
 from core.federation.interfaces import Aggregator, SecureScoring
 from core.federation.types import Candidate, Commitment
 from core.models.weights import Weights, as_weights
 from core.progress import CancelToken, Progress, ProgressSink, Stage
-from smpc.errors import CommitmentMismatch, SmpcError
+from smpc.aggregation import SecureAggregate
+from smpc.errors import SmpcError
 from smpc.layout import RoundLayout
+from smpc.player_service import SumShare
 from smpc.session import SmpcSession
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class HolderControl(Protocol):
 
     def release(self, round_number: int, attempt: int) -> None: ...
 
-    def check_commitments(self, round_number: int, attempt: int, contributors: Sequence[str]) -> None: ...
+    def sum_share(self, round_number: int) -> SumShare: ...
 
 
 class SmpcDriver(SecureScoring, Aggregator):
@@ -51,6 +52,7 @@ class SmpcDriver(SecureScoring, Aggregator):
             raise SmpcError("A secure federation has exactly two share-holding players.")
         self.session = session
         self.holders = list(holders)
+        self._aggregate = SecureAggregate(self.holders, session.fmt)
         self._layouts: dict[int, RoundLayout] = {}  # round -> layout of its last attempt scored
 
     def _shapes(self, weights: Weights) -> list[tuple[int, ...]]:
@@ -94,35 +96,12 @@ class SmpcDriver(SecureScoring, Aggregator):
 
     def aggregate(self, global_weights: Weights, accepted: Sequence[Candidate],
                   commitments: Sequence[Commitment]) -> Weights:
-        base = as_weights(global_weights)
-        if not accepted:
-            return [w.copy() for w in base]
-        n = accepted[0].round_number
-        layout = self._layouts.get(n)
-        if layout is None:
-            raise SmpcError(f"This SMPC driver did not score round {n}; it cannot aggregate it "
-                            "(the players' shares of that round are not known to it).")
-        for cand, com in zip(accepted, commitments, strict=True):
-            if not com.share_commitments or com.hospital_id != cand.hospital_id:
-                raise CommitmentMismatch(f"Hospital {cand.hospital_id} has no share commitments; it was not "
-                                         "verified in SMPC.", hospital_id=cand.hospital_id)
-        ids = [c.hospital_id for c in accepted]
         start = time.perf_counter()
-        for h in self.holders:
-            h.check_commitments(layout.round_number, layout.attempt, ids)
-        counts = np.array([max(int(c.num_samples), 0) for c in accepted], np.int64)
-        if counts.sum() <= 0:
-            counts = np.ones(len(accepted), np.int64)  # as core's sample_weights: equal weights
-        slot_weights = np.zeros(len(layout.candidates), np.int64)
-        for hid, count in zip(ids, counts, strict=True):
-            slot_weights[layout.candidates.index(hid)] = count
-        sums = self.session.aggregate_sums(slot_weights.tolist())
-        total = float(counts.sum())
-        log.info("round %d: aggregated %d update(s) in %.3f s", n, len(ids), time.perf_counter() - start)
-        for s in sums:
-            if s.size:
-                self.session.fmt.check_sum(float(np.max(np.abs(s))), what="aggregate")
-        return as_weights([g.astype(np.float64) + s / total for g, s in zip(base, sums, strict=True)])
+        result = self._aggregate.aggregate(global_weights, accepted, commitments)
+        if accepted:
+            log.info("round %d: aggregated %d update(s) in %.3f s", accepted[0].round_number, len(accepted),
+                     time.perf_counter() - start)
+        return result
 
     def close(self) -> None:
         self.session.close()

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from core.models.architecture import ModelSpec
 from core.models.keras_builder import build_keras_model
+from smpc.aggregation import SecureAggregate
 from smpc.driver import SmpcDriver
 from smpc.owner import PlayerLink, SmpcOwner
-from smpc.player_service import CommitmentSource, PlayerService
+from smpc.player_service import LedgerFacts, PlayerService
 from smpc.players import ROLES
 from smpc.session import FIXED, SmpcSession
 
@@ -39,6 +40,10 @@ class SecureFederation:
     def owner(self, hospital_id: str) -> SmpcOwner:
         return owner_verifier(hospital_id, self.driver.session.spec, self.holders)
 
+    def global_check(self) -> SecureAggregate:
+        """What a node checks a published global model against: the holders' weighted sum."""
+        return SecureAggregate(self.holders, FIXED)
+
     def close(self) -> None:
         self.driver.close()
 
@@ -49,21 +54,21 @@ def owner_verifier(hospital_id: str, spec: ModelSpec, holders: Sequence[PlayerLi
 
 def build_in_process(
     spec: ModelSpec,
-    commitments: CommitmentSource,
+    ledger: LedgerFacts,
     *,
     protocol: str = "securenn",
     batch_size: int = DEFAULT_BATCH_SIZE,
     validator_capacity: int = 8,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> SecureFederation:
-    """The driver and both share holders on this process's devices; `commitments` reads the
-    share commitments the hospitals recorded (the channel the roles use)."""
+    """The driver and both share holders on this process's devices; `ledger` is what the holders
+    read of the round state (the channel the roles use)."""
     session = SmpcSession(spec, protocol=protocol, batch_size=batch_size,
                           validator_capacity=validator_capacity, timeout_s=timeout_s)
     shapes = weight_shapes(spec)
     session.open(shapes)
     holders = [
-        PlayerService(name, p, spec, shapes, session.fmt, session.holder_access(p), commitments)
+        PlayerService(name, p, spec, shapes, session.fmt, session.holder_access(p), ledger)
         for p, name in enumerate(HOLDERS)
     ]
     return SecureFederation(SmpcDriver(session, holders), holders)

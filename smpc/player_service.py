@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -25,8 +26,14 @@ from smpc.shared_vars import VariableAccess
 
 log = logging.getLogger(__name__)
 
-# (round, hospital) -> the share commitments that hospital recorded on chain, in player order.
-CommitmentSource = Callable[[int, str], tuple[str, ...]]
+class LedgerFacts(Protocol):
+    """What a share holder reads from the chain itself, not from the driver."""
+
+    def share_commitments(self, round_number: int, hospital_id: str) -> tuple[str, ...]:
+        """The share commitments `hospital_id` recorded in the round's open attempt, in player order."""
+
+    def accepted_samples(self, round_number: int) -> dict[str, int] | None:
+        """The round's accepted candidates with their recorded sample counts; None until decided."""
 
 RoundKey = tuple[int, int]  # (round, attempt)
 
@@ -78,7 +85,7 @@ class PlayerService:
         weight_shapes: Sequence[tuple[int, ...]],
         fmt: FixedPointFormat,
         access: VariableAccess,
-        commitments: CommitmentSource,
+        ledger: LedgerFacts,
     ) -> None:
         if holder not in (0, 1):
             raise SmpcError("Only server0 and server1 hold shares.")
@@ -89,12 +96,13 @@ class PlayerService:
         self.param_count = int(sum(np.prod(s) for s in self.shapes))
         self.fmt = fmt
         self.access = access
-        self.commitments = commitments
+        self.ledger = ledger
         self._lock = threading.RLock()
         self._updates: dict[RoundKey, dict[str, UpdateShare]] = {}
         self._validation: dict[RoundKey, dict[str, ValidationShare]] = {}
         self._layouts: dict[RoundKey, RoundLayout] = {}
         self._released: dict[RoundKey, np.ndarray] = {}
+        self._sums: dict[RoundKey, SumShare] = {}
 
     # -- from owners ------------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class PlayerService:
                 np.ascontiguousarray(ref, np.int64))
 
     def _forget_before(self, round_number: int) -> None:
-        for store in (self._updates, self._validation, self._layouts, self._released):
+        for store in (self._updates, self._validation, self._layouts, self._released, self._sums):
             for key in [k for k in store if k[0] < round_number]:
                 del store[key]
 
@@ -231,27 +239,65 @@ class PlayerService:
                 if layout.candidates else np.zeros((0, 4), np.int64)
             return ScoreShares(layout.candidates, rows)
 
-    def check_commitments(self, round_number: int, attempt: int, contributors: Sequence[str]) -> None:
-        """Reads the slot variables of every contributor (the values that will be summed) and
-        checks them against the commitment its owner recorded on chain; refuses otherwise."""
-        key = (round_number, attempt)
+    def sum_share(self, round_number: int) -> SumShare:
+        """This holder's share of the round's weighted sum of accepted updates, with the weights
+        and contributors the chain decided (not the driver). Every contributor's slot is read
+        back and checked against the commitment its owner recorded on chain first; a mismatch
+        is refused. The sum is public (it is the new global model): the driver and every hospital
+        may ask."""
         with self._lock:
-            layout = self._layouts.get(key)
-            if layout is None:
-                raise SmpcError(f"SMPC player {self.name} was never given round {round_number}'s layout.")
-            for hid in contributors:
-                if hid not in layout.candidates:
-                    raise CommitmentMismatch(f"Hospital {hid} was not a candidate scored in round {round_number}.",
-                                             hospital_id=hid, player=self.name)
-                s = layout.candidates.index(hid)
-                held = self.access.read([names.slot_name(s, self.holder, i) for i in range(len(self.shapes))])
-                recorded = self.commitments(round_number, hid)
-                actual = share_commitment(self._updates[key][hid].salt,
-                                          share_context(hid, round_number, self.name), held)
-                if len(recorded) <= self.holder or recorded[self.holder] != actual:
-                    log.error("round %d: the share of %s held by %s does not match its commitment",
-                              round_number, hid, self.name)
-                    raise CommitmentMismatch(
-                        f"SMPC player {self.name} holds a share of hospital {hid}'s update that does not "
-                        "match the commitment on the ledger; it refuses to aggregate it.",
-                        hospital_id=hid, player=self.name)
+            # The round's latest attempt this holder scored: the chain's open attempt is the latest.
+            attempts = [k for k in self._layouts if k[0] == round_number]
+            if not attempts:
+                raise SmpcError(f"SMPC player {self.name} did not score round {round_number} (it may have "
+                                "restarted since); the round cannot be aggregated.")
+            key = max(attempts)
+            layout = self._layouts[key]
+            accepted = self.ledger.accepted_samples(round_number)
+            if accepted is None:
+                raise SmpcError(f"Round {round_number} is not decided on the ledger yet; SMPC player "
+                                f"{self.name} sums only what the chain accepted.")
+            cached = self._sums.get(key)
+            if cached is not None and dict(zip(cached.contributors, cached.counts, strict=True)) == accepted:
+                return cached
+            contributors = sorted(accepted)
+            counts = [max(int(accepted[h]), 0) for h in contributors]
+            if sum(counts) <= 0:
+                counts = [1] * len(contributors)  # as core's sample_weights: equal weights
+            total = [np.zeros(shape, np.int64) for shape in self.shapes]
+            for hid, count in zip(contributors, counts, strict=True):
+                held = self._checked_share(layout, hid)
+                with np.errstate(over="ignore"):  # ring arithmetic modulo 2^64
+                    for t, part in zip(total, held, strict=True):
+                        t += np.int64(count) * part
+            result = SumShare(tuple(contributors), tuple(counts), tuple(total))
+            self._sums[key] = result
+            return result
+
+    def _checked_share(self, layout: RoundLayout, hid: str) -> list[np.ndarray]:
+        """The share of `hid` this holder's variables hold (what is summed), once it matches the
+        commitment on chain."""
+        n, key = layout.round_number, (layout.round_number, layout.attempt)
+        if hid not in layout.candidates:
+            raise CommitmentMismatch(f"Hospital {hid} was not a candidate scored in round {n}.",
+                                     hospital_id=hid, player=self.name)
+        s = layout.candidates.index(hid)
+        held = self.access.read([names.slot_name(s, self.holder, i) for i in range(len(self.shapes))])
+        recorded = self.ledger.share_commitments(n, hid)
+        actual = share_commitment(self._updates[key][hid].salt, share_context(hid, n, self.name), held)
+        if len(recorded) <= self.holder or recorded[self.holder] != actual:
+            log.error("round %d: the share of %s held by %s does not match its commitment", n, hid, self.name)
+            raise CommitmentMismatch(
+                f"SMPC player {self.name} holds a share of hospital {hid}'s update that does not "
+                "match the commitment on the ledger; it refuses to aggregate it.",
+                hospital_id=hid, player=self.name)
+        return held
+
+
+@dataclass(frozen=True)
+class SumShare:
+    """One holder's share of a round's weighted sum: sum_k counts_k * delta_k, encoded."""
+
+    contributors: tuple[str, ...]
+    counts: tuple[int, ...]
+    tensors: tuple[np.ndarray, ...]

@@ -1,6 +1,6 @@
 """A share holder's service on the wire: owners put their shares, validators take their scores,
-the driver sets up, releases and has commitments checked — each only as the party it proved to
-be with its pinned TLS certificate.
+the driver sets up and releases a round, both take the round's weighted sum — each only as the
+party it proved to be with its pinned TLS certificate.
 
 The service is served on the player's gateway port (mutual TLS); `RemotePlayer` is the client an
 owner or the driver uses. Messages are NumPy archives (no pickles): arrays plus a JSON `meta`.
@@ -19,13 +19,14 @@ import numpy as np
 
 from smpc.errors import CommitmentMismatch, PlayerUnavailable, SmpcError
 from smpc.layout import RoundLayout
-from smpc.player_service import PlayerService, ScoreShares, ScoresNotReleased
+from smpc.player_service import PlayerService, ScoreShares, ScoresNotReleased, SumShare
 
 log = logging.getLogger(__name__)
 
 SERVICE = "/medfedchain.SharePlayer/"
 HOSPITAL_METHODS = frozenset({"PutUpdate", "PutValidation", "ScoresFor"})
-DRIVER_METHODS = frozenset({"Holdings", "Prepare", "Release", "CheckCommitments"})
+DRIVER_METHODS = frozenset({"Holdings", "Prepare", "Release"})
+PUBLIC_METHODS = frozenset({"SumShare"})  # the weighted sum is public: the driver's and every hospital's
 
 # (gRPC context) -> (party name, role) of the authenticated caller; raises if not pinned
 Identify = Callable[[Any], tuple[str, str]]
@@ -67,7 +68,7 @@ class SharePlayerHandler(grpc.GenericRpcHandler):
         if not method.startswith(SERVICE):
             return None
         name = method[len(SERVICE):]
-        if name not in HOSPITAL_METHODS | DRIVER_METHODS:
+        if name not in HOSPITAL_METHODS | DRIVER_METHODS | PUBLIC_METHODS:
             return None
         return grpc.unary_unary_rpc_method_handler(lambda request, context: self._call(name, request, context))
 
@@ -80,6 +81,9 @@ class SharePlayerHandler(grpc.GenericRpcHandler):
             if method in DRIVER_METHODS and role != "driver":
                 raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, "denied",
                                f"Only the SMPC driver may call {method}; '{party}' may not.")
+            if method in PUBLIC_METHODS and role not in ("hospital", "driver"):
+                raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, "denied",
+                               f"Only the driver and the hospitals may call {method}; '{party}' may not.")
             if method in HOSPITAL_METHODS and role != "hospital":
                 raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, "denied",
                                f"Only a hospital may call {method}; '{party}' is a {role}.")
@@ -128,9 +132,10 @@ class SharePlayerHandler(grpc.GenericRpcHandler):
         if method == "Release":
             s.release(n, attempt)
             return pack({})
-        if method == "CheckCommitments":
-            s.check_commitments(n, attempt, [str(h) for h in meta["contributors"]])
-            return pack({})
+        if method == "SumShare":
+            total = s.sum_share(n)
+            return pack({"contributors": list(total.contributors), "counts": list(total.counts),
+                         "tensors": len(total.tensors)}, **{f"t{i}": t for i, t in enumerate(total.tensors)})
         raise _Refusal(grpc.StatusCode.UNIMPLEMENTED, "smpc", f"Unknown method {method}.")
 
 
@@ -203,9 +208,10 @@ class RemotePlayer:
     def release(self, round_number: int, attempt: int) -> None:
         self._call("Release", {"round": round_number, "attempt": attempt})
 
-    def check_commitments(self, round_number: int, attempt: int, contributors: Sequence[str]) -> None:
-        self._call("CheckCommitments", {"round": round_number, "attempt": attempt,
-                                        "contributors": list(contributors)})
+    def sum_share(self, round_number: int) -> SumShare:
+        meta, arrays = self._call("SumShare", {"round": round_number})
+        return SumShare(tuple(meta["contributors"]), tuple(int(c) for c in meta["counts"]),
+                        tuple(arrays[f"t{i}"] for i in range(int(meta["tensors"]))))
 
     def close(self) -> None:
         log.info("SharePlayer traffic with %s: sent %d bytes, received %d bytes", self.name, self.sent, self.received)

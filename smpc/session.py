@@ -26,7 +26,7 @@ from core.settings import SMPC_PROTOCOLS
 from smpc.compat import graph_rng_devices, initialize_rng_states, session_config, tfe
 from smpc import shared_vars as names
 from smpc.errors import GraphRefused, PlayerUnavailable, ProtocolUnsupported, SmpcError
-from smpc.fixedpoint import FixedPointFormat, reconstruct, share
+from smpc.fixedpoint import FixedPointFormat, share
 from smpc.layout import RoundLayout
 from smpc.shared_vars import VariableAccess
 from smpc.network import PrivateNetwork
@@ -118,10 +118,9 @@ class SmpcSession:
         self._sess: tf.compat.v1.Session | None = None
         self._slots: list[_SlotPrograms] = []
         self._shapes: list[tuple[int, ...]] = []
-        self._agg_cache: dict[int, tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]] = {}
         self._connect_ops: list[tf.Tensor] | None = None
         self._global_assign: tuple[list[tuple[tf.Tensor, tf.Tensor]], tf.Operation] | None = None
-        self.fetched: list[str] = []  # names of every tensor this driver fetched: public results only
+        self.fetched: list[str] = []  # names of every tensor this driver fetched: none, by design
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -478,24 +477,6 @@ class SmpcSession:
             while len(self._slots) < count:
                 self._build_slot()
 
-    def _aggregation_program(
-        self, n_slots: int
-    ) -> tuple[list[tf.Tensor], list[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-        """sum_k n_k * share_k on each share holder; the integer weights n_k are public."""
-        if n_slots not in self._agg_cache:
-            with self._building(), tf.name_scope(f"aggregate{n_slots}"):
-                weights = self._public_pair(tf.int64, [n_slots], "sample_counts")
-                sums: list[list[tf.Tensor]] = []
-                for p, device in enumerate(self.holders):
-                    with tf.device(device):
-                        sums.append([
-                            tf.add_n([weights[p][s] * names.read(names.slot_name(s, p, i), shape)
-                                      for s in range(n_slots)])
-                            for i, shape in enumerate(self._shapes)
-                        ])
-            self._agg_cache[n_slots] = (sums[0], sums[1], weights)
-        return self._agg_cache[n_slots]
-
     # ---------------------------------------------------------------- operations
 
     def holder_access(self, holder: int) -> VariableAccess:
@@ -528,10 +509,7 @@ class SmpcSession:
             if self._graph is None:
                 self._shapes = [tuple(s) for s in weight_shapes]
                 self._build()
-            # One slot and two: add_n of a single term is no AddN op.
-            self.ensure_slots(2)
-            self._aggregation_program(1)
-            self._aggregation_program(2)
+            self.ensure_slots(1)
             self._global_program()
             self._connect_programs()
             assert self._graph is not None
@@ -573,16 +551,6 @@ class SmpcSession:
                         row = layout.result_row(s, g)
                         feed.update({self.result_row[0]: row, self.result_row[1]: row})
                     self.run(programs.publish if last else self.acc_update, feed, what="scoring")
-
-    def aggregate_sums(self, slot_weights: Sequence[int]) -> list[np.ndarray]:
-        """sum_s weights_s * delta_s (decoded): the only values the driver fetches."""
-        with self._lock:
-            n = len(slot_weights)
-            self.ensure_slots(n)
-            sums0, sums1, weights = self._aggregation_program(n)
-            w = np.asarray(slot_weights, np.int64)
-            result = self.run({"sums": (sums0, sums1)}, {weights[0]: w, weights[1]: w}, what="aggregating")
-            return [self.fmt.decode(reconstruct(a, b)) for a, b in zip(*result["sums"], strict=True)]
 
 
 @dataclass(frozen=True)

@@ -237,9 +237,12 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
                                                  password=plan.keystore_password)
         recorder = SqliteRecorder(database, federation_id, blob_dir=settings.blob_dir)
         aggregator = consortium.aggregator
+        global_check: Aggregator | None
         if consortium.secure:
-            # Updates stay shares at the SMPC players: nothing to recompute the aggregate from.
-            verifier, global_check = wiring.secure_owner(consortium, settings, hid, closers), None
+            # Updates stay shares at the SMPC players: the node checks each published global model
+            # against the share holders' weighted sum of what the chain accepted.
+            verifier = wiring.secure_owner(consortium, settings, hid, closers)
+            global_check = wiring.secure_global_check(consortium, settings, hid, closers)
         else:
             verifier = PlaintextVerifier(spec)
             global_check = create_aggregator(aggregator) if aggregator in CHECKABLE_AGGREGATORS else None

@@ -230,6 +230,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             closers.append(secure.close)
             aggregator = secure.aggregator
             verifier_of: Callable[[str], Verifier] = secure.owner
+            global_check: Aggregator | None = secure.global_check
             drivers.append(ScoringDriver(channels.channel(OBSERVER), secure.scoring, progress=progress))
             verifies = True
         else:
@@ -239,6 +240,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             )
             closers.append(verifier.close)
             verifier_of = lambda _hid: verifier  # noqa: E731 - every simulated node shares the plaintext verifier
+            global_check = None
             verifies = verifier.verifies
         evaluator = ModelEvaluator(spec)
         test = split.test
@@ -256,7 +258,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
         # Each simulated node keeps its ballots in this home's database, as a site's node does, so
         # the audit can open every vote's scores against its hash on the ledger.
         nodes = [HospitalNode(channels.channel(h.info.hospital_id), h, verifier_of(h.info.hospital_id), policy,
-                              progress=progress,
+                              progress=progress, global_check=global_check,
                               state=SqliteRoleState(database, sqlite.federation_id, f"node:{h.info.hospital_id}"))
                  for h in ordered]
         coordinator_channel = channels.channel(COORDINATOR)

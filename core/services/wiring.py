@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ConfigError
 from core.federation.aggregators import create_aggregator
-from core.federation.channel import RoundChannel
+from core.federation.channel import Phase, RoundChannel
 from core.federation.consortium import Consortium
 from core.federation.interfaces import Aggregator, SecureScoring, Verifier
 from core.federation.memory_channel import InMemoryLedger
@@ -61,6 +61,7 @@ class SecureParts:
     owner: Callable[[str], Verifier]
     scoring: SecureScoring
     aggregator: Aggregator
+    global_check: Aggregator  # a node's check of a published global model: the holders' weighted sum
     close: Callable[[], None]
 
 
@@ -69,17 +70,31 @@ def build_secure_simulation(spec: ModelSpec, settings: Settings, channel: RoundC
     share commitments from `channel`, as a deployment's players read them from the chain."""
     from smpc.factory import build_in_process  # TensorFlow-Encrypted loads only when asked for
 
-    federation = build_in_process(spec, share_commitments_reader(channel), protocol=settings.smpc_protocol)
-    return SecureParts(federation.owner, federation.driver, federation.driver, federation.close)
+    federation = build_in_process(spec, ChannelFacts(channel), protocol=settings.smpc_protocol)
+    return SecureParts(federation.owner, federation.driver, federation.driver, federation.global_check(),
+                       federation.close)
 
 
-def share_commitments_reader(channel: RoundChannel) -> Callable[[int, str], tuple[str, ...]]:
-    """(round, hospital) -> the share commitments that hospital recorded in the round's open attempt."""
-    def read(round_number: int, hospital_id: str) -> tuple[str, ...]:
-        view = channel.round(round_number)
+class ChannelFacts:
+    """What an SMPC share holder reads of the round state, from the channel (the chain)."""
+
+    def __init__(self, channel: RoundChannel) -> None:
+        self.channel = channel
+
+    def share_commitments(self, round_number: int, hospital_id: str) -> tuple[str, ...]:
+        view = self.channel.round(round_number)
         commitment = view.commitment_of(hospital_id) if view is not None else None
         return tuple(commitment.share_commitments) if commitment is not None else ()
-    return read
+
+    def accepted_samples(self, round_number: int) -> dict[str, int] | None:
+        view = self.channel.round(round_number)
+        if view is None or view.phase not in (Phase.AGGREGATE, Phase.FINAL):
+            return None
+        counts = {}
+        for hid in view.accepted:
+            commitment = view.commitment_of(hid)
+            counts[hid] = commitment.num_samples if commitment is not None else 0
+        return counts
 
 
 class ChannelSet(Protocol):
@@ -158,6 +173,19 @@ def secure_owner(consortium: Consortium, settings: Settings, hospital_id: str,
     return owner_verifier(hospital_id, consortium.model_spec(), links)
 
 
+def secure_global_check(consortium: Consortium, settings: Settings, hospital_id: str,
+                        closers: list[Callable[[], None]]) -> Aggregator:
+    """A hospital node's check of each published global model in a secure consortium: the two
+    share holders' weighted sum of the updates the chain accepted, fetched over mutual TLS."""
+    from smpc.aggregation import SecureAggregate
+    from smpc.deployment import owner_links
+    from smpc.session import FIXED
+
+    links = owner_links(_own_tls_identity(settings, hospital_id), _smpc_directory(consortium))
+    closers.extend(link.close for link in links)
+    return SecureAggregate(links, FIXED)
+
+
 @dataclass
 class SecureDriver:
     scoring: SecureScoring
@@ -181,7 +209,7 @@ def open_secure_player(consortium: Consortium, settings: Settings, name: str, ch
     from smpc.deployment import PlayerProcess
 
     player = PlayerProcess(name, _own_tls_identity(settings, name), _smpc_directory(consortium),
-                           consortium.model_spec(), share_commitments_reader(channel))
+                           consortium.model_spec(), ChannelFacts(channel))
     player.start()
     closers.append(player.stop)
 

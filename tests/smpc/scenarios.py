@@ -14,7 +14,7 @@ from core.attacks.noise import NoiseAttack
 from core.attacks.scaling import ScalingAttack
 from core.attacks.sign_flip import SignFlipAttack
 from core.data.dataset import DataKind, Dataset
-from core.federation.types import Candidate, ValidatorInput
+from core.federation.types import Candidate, Commitment, ValidatorInput
 from core.models.architecture import ModelSpec, image_cnn_spec, tabular_cnn_spec
 from core.models.training import TrainingConfig, initial_weights, train_model
 from core.models.weights import Weights, add, subtract, weights_hash
@@ -108,6 +108,30 @@ def build(
     return Scenario(spec, global_weights, candidates, validators)
 
 
+class MemoryFacts:
+    """The round state a share holder reads, kept in memory: what the tests record 'on chain'."""
+
+    def __init__(self) -> None:
+        self.commitments: dict[tuple[int, str], Commitment] = {}
+        self.accepted: dict[int, dict[str, int]] = {}
+
+    def record(self, commitment: Commitment) -> Commitment:
+        self.commitments[(commitment.round_number, commitment.hospital_id)] = commitment
+        return commitment
+
+    def decide(self, round_number: int, accepted: list[Candidate]) -> list[Candidate]:
+        """The round's decision: these candidates accepted, with their sample counts."""
+        self.accepted[round_number] = {c.hospital_id: c.num_samples for c in accepted}
+        return accepted
+
+    def share_commitments(self, round_number: int, hospital_id: str) -> tuple[str, ...]:
+        c = self.commitments.get((round_number, hospital_id))
+        return c.share_commitments if c is not None else ()
+
+    def accepted_samples(self, round_number: int) -> dict[str, int] | None:
+        return self.accepted.get(round_number)
+
+
 @dataclass
 class SecureRound:
     """A scenario's round run through the secure parts in one process, as the roles run them:
@@ -116,6 +140,7 @@ class SecureRound:
     federation: object  # smpc.factory.SecureFederation
     commitments: dict
     scores: dict  # ScoreMatrix
+    facts: MemoryFacts
 
 
 def secure_round(scenario: Scenario, *, batch_size: int = 32, capacity: int = 8, round_number: int = 2,
@@ -123,17 +148,17 @@ def secure_round(scenario: Scenario, *, batch_size: int = 32, capacity: int = 8,
     from core.progress import CancelToken, ignore_progress
     from smpc.factory import build_in_process
 
-    recorded: dict = {}
-    fed = build_in_process(scenario.spec, lambda n, h: recorded[h].share_commitments,
-                           batch_size=batch_size, validator_capacity=capacity)
+    facts = MemoryFacts()
+    fed = build_in_process(scenario.spec, facts, batch_size=batch_size, validator_capacity=capacity)
     validators = {v.hospital_id: v for v in scenario.validators}
     owners = {c.hospital_id: fed.owner(c.hospital_id) for c in scenario.candidates}
+    recorded = {}
     for c in scenario.candidates:
         owners[c.hospital_id].begin_round(round_number, scenario.global_weights, attempt)
-        recorded[c.hospital_id] = owners[c.hospital_id].commit(c, validators.get(c.hospital_id))
+        recorded[c.hospital_id] = facts.record(owners[c.hospital_id].commit(c, validators.get(c.hospital_id)))
     fed.driver.score_round(round_number, attempt, scenario.global_weights,
                            [c.hospital_id for c in scenario.candidates], ignore_progress, CancelToken())
     scores: dict = {}
     for v in scenario.validators:
         scores.update(owners[v.hospital_id].score(scenario.candidates, [v], ignore_progress, CancelToken()))
-    return SecureRound(fed, recorded, scores)
+    return SecureRound(fed, recorded, scores, facts)

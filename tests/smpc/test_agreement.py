@@ -14,6 +14,7 @@ from core.federation.aggregators import FedAvg
 from core.federation.plaintext_verifier import PlaintextVerifier
 from core.federation.policy import VerificationPolicy
 from core.progress import CancelToken, ignore_progress
+from smpc.errors import SmpcError
 from tests.smpc import scenarios
 
 
@@ -25,7 +26,7 @@ def scored(request):
     plain_verifier.begin_round(2, scenario.global_weights)
     plain = plain_verifier.score(scenario.candidates, scenario.validators, ignore_progress, CancelToken())
     assert secure_round.federation.driver.session.fetched == []  # scoring revealed nothing to the driver
-    yield scenario, secure_round.scores, plain, secure_round.federation.driver, secure_round.commitments
+    yield scenario, secure_round.scores, plain, secure_round, secure_round.commitments
     secure_round.federation.close()
 
 
@@ -63,24 +64,29 @@ def test_decisions_match_plaintext_across_attacks(scored) -> None:
 
 
 def test_secure_fedavg_equals_plaintext_fedavg(scored) -> None:
-    scenario, _, _, aggregator, commitments = scored
-    accepted = [c for c in scenario.candidates if c.hospital_id in {"h0", "h1", "h2", "scaling"}]
+    scenario, _, _, run, commitments = scored
+    accepted = run.facts.decide(2, [c for c in scenario.candidates if c.hospital_id in {"h0", "h1", "h2", "scaling"}])
     coms = [commitments[c.hospital_id] for c in accepted]
     # The driver aggregates without the deltas: the players hold them as shares.
-    secure = aggregator.aggregate(scenario.global_weights, [dataclasses.replace(c, delta=[]) for c in accepted], coms)
+    secure = run.federation.driver.aggregate(scenario.global_weights, [dataclasses.replace(c, delta=[]) for c in accepted], coms)
     plain = FedAvg().aggregate(scenario.global_weights, accepted, coms)
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(secure, plain, strict=True))
     assert worst <= 1e-4
     assert all(a.dtype == np.float32 and a.shape == b.shape for a, b in zip(secure, plain, strict=True))
 
 
-def test_the_driver_fetches_nothing_but_the_weighted_sum(scored) -> None:
-    scenario, _, _, driver, commitments = scored
-    before = len(driver.session.fetched)
-    accepted = [dataclasses.replace(c, delta=[]) for c in scenario.candidates if c.hospital_id in {"h0", "h1"}]
-    driver.aggregate(scenario.global_weights, accepted, [commitments[c.hospital_id] for c in accepted])
-    received = driver.session.fetched[before:]
-    # Scoring every candidate for every validator fetched nothing (the fixture checks it); an
-    # aggregation fetches the two holders' shares of the weighted sum, one per weight tensor.
-    assert len(received) == 2 * len(scenario.global_weights)
-    assert all(name.startswith("aggregate") for name in received), received
+def test_the_driver_fetches_nothing_and_the_holders_sum_what_the_chain_accepted(scored) -> None:
+    scenario, _, _, run, commitments = scored
+    driver = run.federation.driver
+    accepted = run.facts.decide(2, [c for c in scenario.candidates if c.hospital_id in {"h0", "h1"}])
+    blind = [dataclasses.replace(c, delta=[]) for c in accepted]
+    result = driver.aggregate(scenario.global_weights, blind, [commitments[c.hospital_id] for c in accepted])
+    # Scoring every candidate for every validator and aggregating fetched nothing from the
+    # session graphs: the holders hand out their shares of the weighted sum themselves.
+    assert driver.session.fetched == []
+    plain = FedAvg().aggregate(scenario.global_weights, accepted, [commitments[c.hospital_id] for c in accepted])
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(result, plain, strict=True)) <= 1e-4
+    # Asking for another set than the chain decided is refused: the holders sum what it accepted.
+    other = [dataclasses.replace(c, delta=[]) for c in scenario.candidates if c.hospital_id in {"h0", "noise"}]
+    with pytest.raises(SmpcError, match="summed other updates"):
+        driver.aggregate(scenario.global_weights, other, [commitments[c.hospital_id] for c in other])

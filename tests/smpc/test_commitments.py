@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import Cancelled
 from core.federation.interfaces import VerificationPending
-from core.federation.types import Candidate, Commitment, ValidatorInput
+from core.federation.types import Candidate, ValidatorInput
 from core.models.architecture import tabular_cnn_spec
 from core.models.training import initial_weights
 from core.models.weights import add, weights_hash
@@ -18,26 +18,15 @@ from core.progress import CancelToken, ignore_progress
 from smpc import shared_vars as names
 from smpc.errors import CommitmentMismatch, FixedPointOverflow, SmpcError
 from smpc.factory import build_in_process
-from tests.smpc.scenarios import tabular_data
+from tests.smpc.scenarios import MemoryFacts, tabular_data
 
 SPEC = tabular_cnn_spec(12, 2)
 
 
-class Ledger:
-    """The share commitments 'on chain', as the players read them."""
-
-    def __init__(self) -> None:
-        self.recorded: dict[tuple[int, str], Commitment] = {}
-
-    def read(self, round_number: int, hospital_id: str) -> tuple[str, ...]:
-        c = self.recorded.get((round_number, hospital_id))
-        return c.share_commitments if c else ()
-
-
 @pytest.fixture(scope="module")
 def federation():
-    ledger = Ledger()
-    fed = build_in_process(SPEC, ledger.read, batch_size=16)
+    ledger = MemoryFacts()
+    fed = build_in_process(SPEC, ledger, batch_size=16)
     yield fed, ledger
     fed.close()
 
@@ -59,14 +48,14 @@ def round_(federation):
         owner.begin_round(n, glob)
         validator = ValidatorInput(cand.hospital_id, tabular_data(rows, seed=len(cand.hospital_id)), cand.delta)
         commitment = owner.commit(cand, validator)
-        ledger.recorded[(n, cand.hospital_id)] = commitment
+        ledger.record(commitment)
         return owner, validator, commitment
 
-    yield fed, glob, n, candidate, commit
+    yield fed, glob, n, candidate, commit, ledger
 
 
 def test_commitment_names_one_salted_hash_per_share_holder(round_) -> None:
-    fed, _, _, candidate, commit = round_
+    fed, _, _, candidate, commit, _ = round_
     cand = candidate("a")
     _, _, first = commit(cand)
     _, _, second = commit(cand)
@@ -77,7 +66,7 @@ def test_commitment_names_one_salted_hash_per_share_holder(round_) -> None:
 
 
 def test_each_holder_receives_one_uniform_share_not_the_update(round_) -> None:
-    fed, _, n, candidate, commit = round_
+    fed, _, n, candidate, commit, _ = round_
     cand = candidate("a")
     commit(cand)
     held = [h._updates[(n, 0)]["a"].tensors for h in fed.holders]
@@ -89,7 +78,7 @@ def test_each_holder_receives_one_uniform_share_not_the_update(round_) -> None:
 
 
 def test_aggregating_a_share_changed_after_commitment_is_refused(round_) -> None:
-    fed, glob, n, candidate, commit = round_
+    fed, glob, n, candidate, commit, ledger = round_
     cand = candidate("a")
     owner, validator, commitment = commit(cand)
     fed.driver.score_round(n, 0, glob, ["a"], ignore_progress, CancelToken())
@@ -98,27 +87,28 @@ def test_aggregating_a_share_changed_after_commitment_is_refused(round_) -> None
     value = holder.access.read([names.slot_name(slot, 1, 0)])[0].copy()
     value.flat[0] += 1  # a tampered share: the player's variable no longer holds what was committed
     holder.access.assign({names.slot_name(slot, 1, 0): value})
+    ledger.decide(n, [cand])
     with pytest.raises(CommitmentMismatch) as info:
         fed.driver.aggregate(glob, [dataclasses.replace(cand, delta=[])], [commitment])
     assert info.value.hospital_id == "a" and info.value.player == "server1"
 
 
 def test_forged_commitments_on_the_ledger_are_refused(round_) -> None:
-    fed, glob, n, candidate, commit = round_
+    fed, glob, n, candidate, commit, ledger = round_
     cand = candidate("a")
     _, _, commitment = commit(cand)
     fed.driver.score_round(n, 0, glob, ["a"], ignore_progress, CancelToken())
-    fed_ledger = fed.holders[0].commitments.__self__  # type: ignore[attr-defined]
-    fed_ledger.recorded[(n, "a")] = dataclasses.replace(commitment, share_commitments=("0" * 64, "1" * 64))
+    ledger.decide(n, [cand])
+    ledger.record(dataclasses.replace(commitment, share_commitments=("0" * 64, "1" * 64)))
     with pytest.raises(CommitmentMismatch):
         fed.driver.aggregate(glob, [dataclasses.replace(cand, delta=[])], [commitment])
-    fed_ledger.recorded[(n, "a")] = commitment  # the genuine commitment still aggregates
+    ledger.record(commitment)  # the genuine commitment still aggregates
     result = fed.driver.aggregate(glob, [dataclasses.replace(cand, delta=[])], [commitment])
     np.testing.assert_allclose(result[0], glob[0] + cand.delta[0], atol=1e-4)
 
 
 def test_a_validator_gets_only_its_own_scores_and_only_once_released(round_) -> None:
-    fed, glob, n, candidate, commit = round_
+    fed, glob, n, candidate, commit, ledger = round_
     a, b = candidate("a"), candidate("b")
     owner_a, val_a, _ = commit(a, rows=9)
     commit(b, rows=30)
@@ -135,7 +125,7 @@ def test_a_validator_gets_only_its_own_scores_and_only_once_released(round_) -> 
 
 
 def test_out_of_range_update_or_data_raise_fixed_point_overflow(round_) -> None:
-    fed, glob, n, candidate, commit = round_
+    fed, glob, n, candidate, commit, ledger = round_
     huge = candidate("big")
     huge.delta[0][0, 0, 0, 0] = 5000.0
     with pytest.raises(FixedPointOverflow) as info:
@@ -150,7 +140,7 @@ def test_out_of_range_update_or_data_raise_fixed_point_overflow(round_) -> None:
 
 
 def test_a_model_beyond_the_ring_after_adding_the_global_is_refused(round_) -> None:
-    fed, glob, n, candidate, _ = round_
+    fed, glob, n, candidate, _, _ = round_
     owner = fed.owner("edge")
     shifted = [g.copy() for g in glob]
     shifted[0][...] = 2000.0  # global alone fits (|x| < 2187), global + delta does not
@@ -164,7 +154,7 @@ def test_a_model_beyond_the_ring_after_adding_the_global_is_refused(round_) -> N
 
 
 def test_candidate_of_another_round_is_refused(round_) -> None:
-    fed, glob, n, candidate, _ = round_
+    fed, glob, n, candidate, _, _ = round_
     owner = fed.owner("late")
     owner.begin_round(n, glob)
     with pytest.raises(SmpcError):
@@ -172,7 +162,7 @@ def test_candidate_of_another_round_is_refused(round_) -> None:
 
 
 def test_cancel_stops_scoring_between_batches(round_) -> None:
-    fed, glob, n, candidate, commit = round_
+    fed, glob, n, candidate, commit, ledger = round_
     cand = candidate("a")
     commit(cand, rows=40)
     token = CancelToken()

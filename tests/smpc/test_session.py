@@ -17,7 +17,7 @@ from core.progress import CancelToken, Progress, ignore_progress
 from smpc.errors import ProtocolUnsupported, SmpcError
 from smpc.factory import build_in_process
 from smpc.players import PlayerConfig
-from tests.smpc.scenarios import tabular_data
+from tests.smpc.scenarios import MemoryFacts, tabular_data
 
 SPEC = tabular_cnn_spec(12, 2)
 
@@ -30,13 +30,13 @@ def test_more_validators_than_capacity_are_scored_in_groups() -> None:
         delta = [rng.normal(scale=0.1, size=w.shape).astype(np.float32) for w in glob]
         candidates.append(Candidate(f"h{i}", 1, delta, 5, weights_hash(add(glob, delta))))
         validators.append(ValidatorInput(f"h{i}", tabular_data(7 + 5 * i, seed=20 + i), delta))
-    recorded = {}
-    fed = build_in_process(SPEC, lambda n, h: recorded[h].share_commitments, batch_size=8, validator_capacity=2)
+    facts = MemoryFacts()
+    fed = build_in_process(SPEC, facts, batch_size=8, validator_capacity=2)
     try:
         owners = {c.hospital_id: fed.owner(c.hospital_id) for c in candidates}
         for c, v in zip(candidates, validators, strict=True):
             owners[c.hospital_id].begin_round(1, glob)
-            recorded[c.hospital_id] = owners[c.hospital_id].commit(c, v)
+            facts.record(owners[c.hospital_id].commit(c, v))
         seen: list[Progress] = []
         fed.driver.score_round(1, 0, glob, [c.hospital_id for c in candidates], seen.append, CancelToken())
         assert len(fed.driver._layouts[1].groups) == 3  # 5 validators, 2 per group
@@ -55,7 +55,7 @@ def test_more_validators_than_capacity_are_scored_in_groups() -> None:
 
 
 def test_wrong_architecture_is_refused() -> None:
-    fed = build_in_process(SPEC, lambda n, h: ())
+    fed = build_in_process(SPEC, MemoryFacts())
     try:
         owner = fed.owner("a")
         other = initial_weights(tabular_cnn_spec(14, 2), 0)
@@ -71,10 +71,10 @@ def test_wrong_architecture_is_refused() -> None:
 
 def test_inexact_protocols_are_refused_with_a_reason() -> None:
     with pytest.raises(ProtocolUnsupported) as info:
-        build_in_process(SPEC, lambda n, h: (), protocol="pond")
+        build_in_process(SPEC, MemoryFacts(), protocol="pond")
     assert "polynomial" in info.value.user_message
     with pytest.raises(SmpcError):
-        build_in_process(SPEC, lambda n, h: (), protocol="spdz")
+        build_in_process(SPEC, MemoryFacts(), protocol="spdz")
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:

@@ -348,12 +348,15 @@ class HospitalNode:
 
     def _accepted(self, view: RoundView, previous: Weights) -> tuple[list[Candidate], list[Commitment]]:
         candidates, commitments = [], []
+        assert self.global_check is not None
         for cid in view.contributors:
             c = view.commitment_of(cid)
             assert c is not None
-            weights = fetch_weights(self.channel, c.model_hash, cid)
-            candidates.append(Candidate(cid, view.round_number, subtract(weights, previous), c.num_samples,
-                                        c.model_hash))
+            if self.global_check.needs_updates:
+                delta = subtract(fetch_weights(self.channel, c.model_hash, cid), previous)
+            else:
+                delta = []  # secure aggregation: the check asks the share holders for their sums
+            candidates.append(Candidate(cid, view.round_number, delta, c.num_samples, c.model_hash))
             commitments.append(Commitment(cid, view.round_number, c.model_hash, c.share_commitments))
         return candidates, commitments
 
