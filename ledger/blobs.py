@@ -222,7 +222,8 @@ def fetch_blob(peer_url: str, digest: str, store: BlobStore, *, timeout: float =
     digest = checked_digest(digest)
     url = f"{peer_url.rstrip('/')}/blobs/{digest}"
     try:
-        with _session(peer_url, tls, owner) as session, session.get(url, timeout=timeout, stream=True) as response:
+        with _session(peer_url, tls, owner) as session, \
+                session.get(url, timeout=timeout, stream=True) as response:
             if response.status_code == HTTPStatus.NOT_FOUND:
                 raise BlobNotFound("The peer does not have this model.", digest=digest, detail=url)
             response.raise_for_status()
