@@ -5,7 +5,8 @@ account, turns the contract's refusals into `PhaseError` / `AlreadyDone` by thei
 restarted role simply tries again), and follows the chain as web3.py's docs advise: `eth_getLogs`
 over bounded block ranges from the caller's cursor, a block number. Hospital ids and accounts
 are mapped through the contract's registry; model blobs live in each member's own store and are
-fetched from the owner's registered store URL, hash-checked.
+fetched from the owner's registered store URL, hash-checked (in a secure consortium over mutual
+TLS, each store's server certificate checked against the one pinned for its owner).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from core.federation.channel import (
 from core.federation.memory_channel import BlobRefused
 from core.errors import BlobMismatch, BlobNotFound
 from core.state.blobs import BlobStore
-from ledger.blobs import fetch_blob
+from ledger.blobs import StoreTls, fetch_blob
 from ledger.client import LedgerClient, LedgerEvent, RoundPhase, bitmap_indices
 from ledger.clock import BlockClock
 from ledger.errors import LedgerError, TransactionReverted, UnknownAccount
@@ -90,6 +91,7 @@ class LedgerChannel(RoundChannel):
         clock: BlockClock,
         log_chunk: int = LOG_CHUNK,
         fetch_timeout: float = 30.0,
+        store_tls: StoreTls | None = None,
     ) -> None:
         self._client = client
         self._identity = identity
@@ -98,6 +100,7 @@ class LedgerChannel(RoundChannel):
         self._clock = clock
         self._log_chunk = log_chunk
         self._fetch_timeout = fetch_timeout
+        self._store_tls = store_tls  # None: a plain consortium, stores over HTTP
         self._ids: dict[str, str] = {}  # account -> hospital id (ids of an account never change)
         self._candidates: dict[int, tuple[str, ...]] = {}  # round id -> candidate accounts, once closed
         self._model_hashes: dict[int, dict[str, str]] = {}  # round id -> account -> model hash
@@ -380,7 +383,8 @@ class LedgerChannel(RoundChannel):
         reasons: list[str] = []
         for url, who in self._stores(owner):
             try:
-                return fetch_blob(url, digest, self._blobs, timeout=self._fetch_timeout)
+                return fetch_blob(url, digest, self._blobs, timeout=self._fetch_timeout, tls=self._store_tls,
+                                  owner=who)
             except (BlobMismatch, BlobNotFound, LedgerError) as exc:
                 reasons.append(f"{who}: {exc.user_message}")
                 first_error = exc

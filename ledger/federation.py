@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from core.federation.channel import COORDINATOR, OBSERVER
 from core.state.blobs import BlobStore
 from ledger.accounts import keystore_password
-from ledger.blobs import BlobServer
+from ledger.blobs import BlobServer, StoreTls
 from ledger.channel import LedgerChannel
 from ledger.clock import BlockClock, EmbeddedClock, NodeClock
 from ledger.errors import LedgerError
@@ -81,10 +81,12 @@ class SimulationLedger:
 
 
 def open_site_channel(settings: LedgerSettings, contract_address: str, identity: str,
-                      serve: tuple[str, int], closers: list[Callable[[], None]]) -> LedgerChannel:
+                      serve: tuple[str, int], closers: list[Callable[[], None]],
+                      store_tls: StoreTls | None = None) -> LedgerChannel:
     """One site's channel: its own account (keystore/account.json, unlocked with the settings'
     password, else MEDFED_KEYSTORE_PASSWORD), the contract the consortium names, and its model store served on
-    exactly the address the registry gives its peers. What it opens goes onto `closers`."""
+    exactly the address the registry gives its peers (with `store_tls`, over mutual TLS, and fetching
+    from its peers' stores the same way). What it opens goes onto `closers`."""
     if settings.rpc_url is None:
         raise LedgerError("A hospital node or coordinator needs the consortium's ledger node: pass --rpc URL "
                           "or set the ledger node URL in the settings.")
@@ -97,10 +99,10 @@ def open_site_channel(settings: LedgerSettings, contract_address: str, identity:
     ), read_only=True)
     closers.append(session.close)
     store = BlobStore(settings.blob_dir)
-    server = BlobServer(store, host=serve[0], port=serve[1]).start()
+    server = BlobServer(store, host=serve[0], port=serve[1], tls=store_tls).start()
     closers.append(server.stop)
     logger.info("model store of %s served at %s", identity, server.url)
-    return LedgerChannel(session.client, identity, account, store, clock=block_clock(session))
+    return LedgerChannel(session.client, identity, account, store, clock=block_clock(session), store_tls=store_tls)
 
 
 

@@ -110,15 +110,17 @@ class LoopbackFederation:
             self.player_addresses.update({name: f"127.0.0.1:{free_port()}" for name in (*PLAYERS, "driver")})
             smpc = SmpcPlan(players=[(n, self.player_addresses[n], certs[n]) for n in PLAYERS],
                             driver_cert=certs["driver"], driver_address=self.player_addresses["driver"])
+        # A secure consortium's model stores serve over mutual TLS; a plain one's over HTTP.
+        scheme = "https" if self.secure else "http"
         plan = ConsortiumPlan(name="loopback", dataset=str(SAMPLE), label_column=LABEL, drop_columns=("id",),
                               coordinator=addresses["coordinator"],
-                              coordinator_store_url=f"http://127.0.0.1:{free_port()}", timing=self.timing,
+                              coordinator_store_url=f"{scheme}://127.0.0.1:{free_port()}", timing=self.timing,
                               smpc=smpc)
         admin = load_settings(home=self.home("admin"))
         init_consortium(plan, settings=admin, rpc_url=self.rpc_url, out=self.consortium, password=lambda: PASSWORD)
         for hid in self.hospital_ids:
             add_hospital(self.consortium, settings=admin, rpc_url=self.rpc_url, address=addresses[hid],
-                         hospital_id=hid, store_url=f"http://127.0.0.1:{free_port()}", password=lambda: PASSWORD,
+                         hospital_id=hid, store_url=f"{scheme}://127.0.0.1:{free_port()}", password=lambda: PASSWORD,
                          tls_cert=certs.get(hid))
         common = ["--consortium", str(self.consortium), "--rpc", self.rpc_url]
         if self.secure:

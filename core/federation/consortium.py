@@ -7,8 +7,10 @@ canonical JSON of everything but the signature; `verify_signature` checks it wit
 function the ledger supplies (EIP-191), so this module knows no cryptography of its own.
 
 A secure consortium (format 2) also pins every SMPC party's TLS certificate: the three players,
-the driver and each hospital. Only the PEM armour and base64 are checked here; the certificates'
-fingerprints are computed by `smpc.transport.identity`, called from the services.
+the driver and each hospital, and its model stores (the hospitals' and the coordinator's, which
+presents the driver's certificate) are https:// URLs, served over mutual TLS. Only the PEM
+armour and base64 are checked here; the certificates' fingerprints are computed by
+`smpc.transport.identity`, called from the services.
 """
 
 from __future__ import annotations
@@ -149,6 +151,22 @@ def _host_port(value: str) -> str:
     if not sep or not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{value}' is not host:port (such as player0.example.org:4440)")
     return value
+
+
+def secure_store_problem(store_url: str, whose: str) -> str | None:
+    """Why `store_url` cannot be a model store of a secure consortium, or None: those stores serve
+    over mutual TLS, so their URLs are https:// (a plain consortium keeps http:// stores)."""
+    if store_url.lower().startswith("https://"):
+        return None
+    return (f"the consortium is secure, so {whose}'s model store serves over mutual TLS: its URL must be "
+            f"https://HOST:PORT, not '{store_url}'")
+
+
+def require_secure_store(store_url: str, whose: str) -> None:
+    """ConsortiumError when `store_url` cannot be a secure consortium's model store."""
+    problem = secure_store_problem(store_url, whose)
+    if problem is not None:
+        raise ConsortiumError(problem[0].upper() + problem[1:] + ".")
 
 
 def certificate_der(cert_pem: str) -> bytes:
@@ -446,6 +464,11 @@ class Consortium(_Record):
             if m.tls_cert is None:
                 raise ValueError(f"the consortium is secure (it has an smpc section), but hospital "
                                  f"'{m.hospital_id}' has no tls_cert")
+        stores = [("the coordinator", self.coordinator.store_url),
+                  *((f"hospital '{m.hospital_id}'", m.store_url) for m in self.members)]
+        problem = next((p for whose, url in stores if (p := secure_store_problem(url, whose))), None)
+        if problem is not None:
+            raise ValueError(problem)
         parties = self.parties()
         names = [p.name for p in parties]
         reused = next((n for n in names if names.count(n) > 1), None)
@@ -492,6 +515,8 @@ class Consortium(_Record):
             raise ConsortiumError(
                 f"The consortium '{self.name}' is secure: hospital '{member.hospital_id}' needs its TLS "
                 "certificate (the tls-cert.pem its `tls create` made; --tls-cert CERT.pem).")
+        if self.secure:
+            require_secure_store(member.store_url, f"hospital '{member.hospital_id}'")
         members = [m.model_dump() for m in (*self.members, member)]
         version = max(self.format_version, SECURE_FORMAT if member.tls_cert is not None else PLAIN_FORMAT)
         return Consortium.checked("consortium", **{**self.model_dump(), "members": members, "signature": "",

@@ -38,6 +38,7 @@ from core.federation.consortium import (
     check_dataset_fits,
     format_version_for,
     load_consortium,
+    require_secure_store,
     write_consortium,
 )
 from core.federation.policy import VerificationPolicy
@@ -196,6 +197,8 @@ def init_consortium(plan: ConsortiumPlan, *, settings: Settings, rpc_url: str | 
                                  aggregate_seconds=plan.timing.aggregate_seconds)
     policy = PolicyEntry.of(plan.policy)
     smpc = smpc_entry(plan.smpc) if plan.smpc is not None else None
+    if smpc is not None:
+        require_secure_store(coordinator.store_url, "the coordinator")
     url = _rpc(settings, rpc_url)
     secret = password()
     if own_address(settings.keystore_dir) is None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from core.federation.channel import COORDINATOR
 from core.federation.consortium import (
+    SMPC_DRIVER,
     Consortium,
     ConsortiumError,
     TlsCertificateMismatch,
@@ -30,6 +33,9 @@ from smpc.transport.identity import (
     load_identity,
 )
 
+if TYPE_CHECKING:
+    from ledger.blobs import StoreTls
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "create_tls_identity",
     "has_tls_files",
     "read_certificate",
+    "store_tls",
     "tls_identity",
 ]
 
@@ -120,6 +127,24 @@ def check_tls_identity(consortium: Consortium, tls_dir: Path, party_name: str) -
             f"({Path(tls_dir) / CERT_FILE}) to the admin to pin it.",
             party=party_name, expected=expected, actual=actual)
     return actual
+
+
+def store_tls(consortium: Consortium, tls_dir: Path, identity: str) -> StoreTls:
+    """The TLS material of the model store of `identity` (a hospital id, or COORDINATOR, whose store
+    presents the driver's certificate: the coordinator's process is the driver) in a secure
+    consortium: this machine's key and certificate, checked to be the pinned ones; every pinned
+    certificate, all of which may fetch; and the certificate each store must present."""
+    party = SMPC_DRIVER if identity == COORDINATOR else identity
+    check_tls_identity(consortium, tls_dir, party)
+    parties = consortium.parties()
+    fingerprints = {p.name: certificate_fingerprint(p.tls_cert, whose=f"'{p.name}'") for p in parties}
+    stores = {m.hospital_id: fingerprints[m.hospital_id] for m in consortium.members if m.hospital_id in fingerprints}
+    stores[COORDINATOR] = fingerprints[SMPC_DRIVER]
+    from ledger.blobs import StoreTls
+
+    return StoreTls(key_path=Path(tls_dir) / KEY_FILE, cert_path=Path(tls_dir) / CERT_FILE,
+                    pinned_pem="".join(p.tls_cert for p in parties), clients=frozenset(fingerprints.values()),
+                    stores=stores)
 
 
 def _load(directory: Path, *, party: str | None) -> TlsIdentity:

@@ -142,11 +142,14 @@ def open_deployment_channel(settings: Settings, consortium: Consortium, identity
                             serve: tuple[str, int], closers: list[Callable[[], None]],
                             password: str | None = None) -> RoundChannel:
     """One site's channel on the consortium's chain, with its model store served at `serve`; its
-    account unlocked with `password` (None: MEDFED_KEYSTORE_PASSWORD)."""
+    account unlocked with `password` (None: MEDFED_KEYSTORE_PASSWORD). In a secure consortium the
+    store serves, and the channel fetches, over mutual TLS with the consortium's pinned certificates."""
+    from core.services.tls import store_tls
     from ledger.federation import open_site_channel
 
+    tls = store_tls(consortium, settings.tls_dir, identity) if consortium.secure else None
     return open_site_channel(_ledger_settings(settings, rpc_url or settings.rpc_url, password),
-                             consortium.contract.address, identity, serve, closers)
+                             consortium.contract.address, identity, serve, closers, store_tls=tls)
 
 
 def _smpc_directory(consortium: Consortium):  # -> smpc.transport.parties.PartyDirectory
@@ -216,7 +219,8 @@ def open_secure_player(consortium: Consortium, settings: Settings, name: str, ch
 
 def open_reader_channel(settings: Settings, consortium: Consortium, *, rpc_url: str | None,
                         closers: list[Callable[[], None]]) -> RoundChannel:
-    """A read-only channel on the consortium's chain, for a party without a ledger account."""
+    """A read-only channel on the consortium's chain, for a party without a ledger account (an SMPC
+    player reads share commitments; it fetches no model, so it has no model store TLS)."""
     from ledger.federation import open_reader_channel as open_reader
 
     return open_reader(_ledger_settings(settings, rpc_url or settings.rpc_url), consortium.contract.address,

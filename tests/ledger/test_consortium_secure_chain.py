@@ -54,7 +54,7 @@ def _init_args(anvil: AnvilNode, tmp_path: Path, path: Path, coordinator: str, c
     players = [f"--smpc-player={name}={name}.example.org:{4440 + i}={certs[name]}" for i, name in enumerate(PLAYERS)]
     return ["consortium", "init", "--rpc", anvil.url, "--home", str(tmp_path / "admin"), "--out", str(path),
             "--name", "Secure consortium", "--dataset", "breast_cancer", "--coordinator", coordinator,
-            "--coordinator-store", "http://coordinator:8600", *players, "--smpc-driver-address",
+            "--coordinator-store", "https://coordinator:8600", *players, "--smpc-driver-address",
             "driver.example.org:4450", "--smpc-driver", str(certs["driver"])]
 
 
@@ -72,7 +72,7 @@ def federation(anvil: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(_init_args(anvil, tmp_path, path, service.account_address(coordinator), certs)) == 0
     assert main(["consortium", "add-hospital", "--consortium", str(path), "--home", str(tmp_path / "admin"),
                  "--rpc", anvil.url, service.account_address(homes["st-mary"]), "st-mary",
-                 "--store-url", "http://st-mary:8601", "--tls-cert", str(certs["st-mary"])]) == 0
+                 "--store-url", "https://st-mary:8601", "--tls-cert", str(certs["st-mary"])]) == 0
     capsys.readouterr()
     yield SecureFederation(anvil, path, tmp_path / "admin", homes)
 
@@ -122,7 +122,7 @@ def test_a_hospital_without_a_certificate_is_refused_and_nothing_is_written(
     before = federation.path.read_bytes()
     add = ["consortium", "add-hospital", "--consortium", str(federation.path), "--home", str(federation.admin),
            "--rpc", federation.node.url, service.account_address(federation.homes["st-anne"]), "st-anne",
-           "--store-url", "http://st-anne:8602"]
+           "--store-url", "https://st-anne:8602"]
 
     assert main(add) == 2
     assert "hospital 'st-anne' needs its TLS certificate" in capsys.readouterr().err
@@ -130,6 +130,9 @@ def test_a_hospital_without_a_certificate_is_refused_and_nothing_is_written(
     assert "cannot be read" in capsys.readouterr().err
     assert main([*add, "--tls-cert", str(federation.cert("server0"))]) == 2
     assert "pinned for 'server0' and 'st-anne'" in capsys.readouterr().err
+    plain_store = [*add[:-1], "http://st-anne:8602", "--tls-cert", str(federation.cert("st-anne"))]
+    assert main(plain_store) == 2
+    assert "model store serves over mutual TLS: its URL must be https://" in capsys.readouterr().err
 
     assert federation.path.read_bytes() == before
     contract = load_consortium(federation.path, recover_signer).contract.address
@@ -157,4 +160,8 @@ def test_init_with_a_missing_certificate_deploys_nothing(anvil: AnvilNode, tmp_p
     del no_address[-4:-2]
     assert main(no_address) == 2
     assert "--smpc-driver-address" in capsys.readouterr().err
+    plain_store = _init_args(anvil, tmp_path, path, "0x" + "c0" * 20, fixed)
+    plain_store[plain_store.index("--coordinator-store") + 1] = "http://coordinator:8600"
+    assert main(plain_store) == 2
+    assert "the coordinator's model store serves over mutual TLS: its URL must be https://" in capsys.readouterr().err
     assert connect_rpc(anvil.url).eth.block_number == 0 and not path.exists()

@@ -71,6 +71,7 @@ def secure_sample(dataset: Dataset, *, admin: str = ADMIN, certs: dict[str, str]
     certs = certs or {}
     member = MemberEntry(address=HOSPITAL, hospital_id="st-mary", store_url="https://st-mary:8601",
                          tls_cert=certs.get("st-mary") or tls_cert("st-mary"))
-    fields: dict[str, Any] = {"smpc": smpc_section(certs), "members": (member,)}
+    fields: dict[str, Any] = {"smpc": smpc_section(certs), "members": (member,),
+                              "coordinator": CoordinatorEntry(address=COORDINATOR, store_url="https://coordinator:8600")}
     fields.update(overrides)
     return sample_consortium(dataset, admin=admin, **fields)

@@ -115,6 +115,10 @@ def _raw(table: Dataset, certs: dict[str, str]) -> dict:
         (lambda raw, c: raw["smpc"].update(protocol="pond"), "smpc.protocol"),
         (lambda raw, c: raw.update(format_version=1), "a secure consortium is format version 2"),
         (lambda raw, c: raw["smpc"]["driver"].update(api_key="x"), "smpc.driver.api_key is not allowed"),
+        (lambda raw, c: raw["members"][0].update(store_url="http://st-mary:8601"),
+         "hospital 'st-mary''s model store serves over mutual TLS: its URL must be https://HOST:PORT"),
+        (lambda raw, c: raw["coordinator"].update(store_url="http://coordinator:8600"),
+         "the coordinator's model store serves over mutual TLS: its URL must be https://HOST:PORT"),
     ],
 )
 def test_an_invalid_secure_record_is_refused_with_the_field_named(table: Dataset, certs: dict[str, str],
@@ -141,6 +145,17 @@ def test_a_hospital_without_a_certificate_cannot_join_a_secure_consortium(table:
 
     assert [p.name for p in extended.parties()][-2:] == ["st-mary", "st-anne"]
     assert extended.signature == ""
+
+
+def test_a_secure_consortium_refuses_a_plain_http_store_and_a_plain_one_keeps_it(table: Dataset,
+                                                                                 certs: dict[str, str]) -> None:
+    new = MemberEntry(address="0x" + "b2" * 20, hospital_id="st-anne", store_url="http://st-anne:8601",
+                      tls_cert=certs["st-anne"])
+
+    with pytest.raises(ConsortiumError, match="must be https://HOST:PORT, not 'http://st-anne:8601'"):
+        secure_sample(table, certs=certs).with_member(new)
+    plain = sample_consortium(table).with_member(new.model_copy(update={"tls_cert": None}))
+    assert plain.members[-1].store_url == "http://st-anne:8601" and plain.coordinator.store_url.startswith("http://")
 
 
 def test_a_plain_record_takes_format_2_once_a_member_has_a_certificate(table: Dataset) -> None:

@@ -148,3 +148,28 @@ def test_the_admin_reads_certificates_from_files_and_refuses_what_is_not_one(hom
         assert message in caught.value.user_message, caught.value.user_message
     with pytest.raises(ConsortiumError, match="for hospital 'x' cannot be read"):
         read_certificate(tmp_path / "nope.pem", whose="hospital 'x'")
+
+
+def test_the_stores_tls_lets_the_coordinator_fetch_from_a_hospitals_store(tmp_path: Path,
+                                                                        homes: dict[str, Settings]) -> None:
+    """What the deployment wires: St Mary's store serves with her pinned identity, the coordinator's
+    (its home holds the driver's identity) fetches with its own; a home holding another party's
+    identity is refused before anything is served."""
+    from core.federation.channel import COORDINATOR
+    from core.services.tls import store_tls
+    from core.state.blobs import BlobStore
+    from ledger.blobs import BlobServer, fetch_blob
+
+    consortium = _pinned(homes)
+    mary = store_tls(consortium, homes["st-mary"].tls_dir, "st-mary")
+    coordinator = store_tls(consortium, homes["driver"].tls_dir, COORDINATOR)
+
+    assert coordinator.stores[COORDINATOR] == tls_identity(homes["driver"]).fingerprint
+    assert mary.clients == {tls_identity(s).fingerprint for s in homes.values()}  # every pinned party
+    store = BlobStore(tmp_path / "mary-blobs")
+    digest = store.put(b"an update")
+    with BlobServer(store, tls=mary) as server:
+        assert fetch_blob(server.url, digest, BlobStore(tmp_path / "c"), timeout=5, tls=coordinator,
+                          owner="st-mary") == b"an update"
+    with pytest.raises(TlsCertificateMismatch):
+        store_tls(consortium, homes["server0"].tls_dir, COORDINATOR)
