@@ -51,6 +51,15 @@ def _aborts(chain, number: int) -> list[Aborted]:  # type: ignore[no-untyped-def
     return [e for e in events if isinstance(e, Aborted) and e.round_number == number]
 
 
+def _node_state(home: Path) -> dict:
+    import json
+    import sqlite3
+
+    with sqlite3.connect(home / "medfedchain.db") as db:
+        (document,) = db.execute("select document from role_states where role = 'node'").fetchone()
+    return json.loads(document)
+
+
 def _raw_port(pid: int) -> int:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     values = dict(item.split(b"=", 1) for item in environ if b"=" in item)
@@ -111,6 +120,9 @@ def test_a_secure_federation_of_processes_keeps_every_input_with_its_owner(tmp_p
         assert "fetched 0 tensors" in fetched[-1], fetched  # the holders hand out the weighted sums
 
         _scores_reach_their_validator_alone(federation)
+        for hid in sorted(HONEST):  # each node checked every global model against the holders' sums
+            checked = _node_state(federation.home(hid))["checked"]
+            assert len(checked) >= 3 and set(checked.values()) == {"ok"}, (hid, checked)
 
         for name in ["coordinator", *sorted(HONEST)]:
             audit = subprocess.run(
