@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--hospitals", type=int, default=5)
     sim.add_argument("--malicious", type=int, default=0, help="how many hospitals attack (the last ones)")
     sim.add_argument("--attack", default="none",
-                     help="none, label_flip, sign_flip, scaling, noise, backdoor, or FILE.py:CLASS")
+                     help="none, label_flip, sign_flip, scaling, noise, backdoor, the adaptive alie, min_max, "
+                          "min_sum, ipm, constrain_scale, or FILE.py:CLASS")
     sim.add_argument("--attack-param", action="append", default=[], metavar="KEY=VALUE",
                      help="a parameter of the attack, e.g. factor=10 (repeatable)")
     sim.add_argument("--rounds", type=int, default=5)

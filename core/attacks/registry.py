@@ -11,9 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.attacks.alie import ALIEAttack
 from core.attacks.backdoor import BackdoorAttack
 from core.attacks.base import Attack
+from core.attacks.constrain_scale import ConstrainScaleAttack
+from core.attacks.ipm import IPMAttack
 from core.attacks.label_flip import LabelFlipAttack
+from core.attacks.min_max import MinMaxAttack
+from core.attacks.min_sum import MinSumAttack
 from core.attacks.noise import NoiseAttack
 from core.attacks.scaling import ScalingAttack
 from core.attacks.sign_flip import SignFlipAttack
@@ -22,7 +27,12 @@ from core.errors import ConfigError, CoreError
 log = logging.getLogger(__name__)
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (LabelFlipAttack, SignFlipAttack, ScalingAttack, NoiseAttack, BackdoorAttack)
+    cls.name: cls
+    for cls in (
+        LabelFlipAttack, SignFlipAttack, ScalingAttack, NoiseAttack, BackdoorAttack,
+        # adaptive: computed from the round's benign updates, tailored to pass the validators
+        ALIEAttack, MinMaxAttack, MinSumAttack, IPMAttack, ConstrainScaleAttack,
+    )
 }
 
 

@@ -57,6 +57,7 @@ class LocalHospital(HospitalLink):
         attack: Attack | None = None,
         colluders: Sequence[str] = (),
         num_hospitals: int = 1,
+        policy: VerificationPolicy | None = None,
     ) -> None:
         # One class is a legitimate member of a skewed federation (a clinic that sees only benign
         # cases): it trains from the global model, and the validators judge what that gives.
@@ -67,6 +68,7 @@ class LocalHospital(HospitalLink):
         self._attack = attack
         self._colluders = frozenset(colluders) | {info.hospital_id}
         self._num_hospitals = num_hospitals
+        self._policy = policy  # the consortium's, public: an adaptive attack tailors its update to it
         self._global: Weights | None = None
         self._honest_delta: Weights | None = None
         # A stable per-hospital seed offset, the same in every process (hash() is salted).
@@ -121,6 +123,9 @@ class LocalHospital(HospitalLink):
             honest_delta=self._honest_delta,
             peer_deltas=tuple(c.delta for c in round_candidates if c.hospital_id not in self._colluders),
             rng=self._rng(own.round_number),
+            num_colluders=len(self._colluders),
+            policy=self._policy,
+            training=self._training,
         )
         try:
             poisoned = self._attack.poison_update(ctx)

@@ -229,7 +229,8 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
         attack = create_attack(plan.attack, **plan.attack_params) if plan.attack else None
         hospital = LocalHospital(HospitalInfo(hid, hid, malicious=attack is not None, account=site.account),
                                  HospitalData(own.hospitals[0].train, own.hospitals[0].validation), spec, training,
-                                 attack=attack, colluders=plan.colluders, num_hospitals=len(consortium.members))
+                                 attack=attack, colluders=plan.colluders, num_hospitals=len(consortium.members),
+                                 policy=policy)
         member = consortium.member(site.account)
         assert member is not None
         channel = wiring.open_deployment_channel(settings, consortium, hid, rpc_url=plan.rpc_url,

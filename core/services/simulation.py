@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.attacks.backdoor import BackdoorAttack
-from core.attacks.base import Attack
+from core.attacks.base import Attack, MeasurableBackdoor
 from core.attacks.registry import create_attack
 from core.data.dataset import Dataset
 from core.data.loading import dataset_summary, load_dataset
@@ -193,6 +192,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
     training = _training(config)
     malicious = set(config.malicious_ids())
     attack = create_attack(config.attack, **config.attack_params) if config.malicious else None
+    policy = config.policy or settings.policy
     hospitals = [
         LocalHospital(
             HospitalInfo(h.hospital_id, h.hospital_id.replace("-", " ").title(), h.hospital_id in malicious),
@@ -202,10 +202,10 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             attack=attack if h.hospital_id in malicious else None,
             colluders=sorted(malicious),
             num_hospitals=config.hospitals,
+            policy=policy,
         )
         for h in split.hospitals
     ]
-    policy = config.policy or settings.policy
     database = wiring.open_state(settings)
     mark_interrupted_runs(database)
     sqlite = SqliteRecorder(
@@ -244,7 +244,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             verifies = verifier.verifies
         evaluator = ModelEvaluator(spec)
         test = split.test
-        backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, BackdoorAttack) else None
+        backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, MeasurableBackdoor) else None
 
         def evaluate(weights: Weights) -> dict[str, float]:
             metrics = {"accuracy": evaluator.accuracy(weights, test)}

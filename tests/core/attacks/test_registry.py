@@ -44,7 +44,8 @@ def write(tmp_path: Path, source: str, name: str = "my_attack.py") -> Path:
 
 
 def test_every_built_in_attack_is_registered_under_its_name() -> None:
-    assert attack_names() == ["backdoor", "label_flip", "noise", "scaling", "sign_flip"]
+    assert attack_names() == ["alie", "backdoor", "constrain_scale", "ipm", "label_flip", "min_max", "min_sum",
+                              "noise", "scaling", "sign_flip"]
     for name, cls in ATTACKS.items():
         attack = create_attack(name)
         assert isinstance(attack, cls) and attack.name == name
