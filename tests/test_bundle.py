@@ -9,6 +9,7 @@ environment that has no virtual environment in it (PATH without it, no PYTHONPAT
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -57,7 +58,7 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if archive is None:
         if not sys.platform.startswith("linux"):
             pytest.skip("no bundle: build it with PyInstaller and set MEDFED_BUNDLE to its executable")
-        if importlib_missing("PyInstaller"):
+        if importlib.util.find_spec("PyInstaller") is None:
             pytest.skip("no dist/medfedchain-*.tar.gz and PyInstaller is not installed (the `bundle` extra)")
         built = subprocess.run(["bash", str(ROOT / "packaging" / "linux" / "build.sh")], cwd=ROOT,
                                env=os.environ | {"PYTHON": sys.executable}, capture_output=True, text=True,
@@ -66,12 +67,6 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
         archive = release_archive()
         assert archive is not None
     return unpack_release(archive, tmp_path_factory.mktemp("unpacked"))
-
-
-def importlib_missing(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None
 
 
 def run(executable: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,11 @@ name="medfedchain-$version-linux-x86_64"
 "$PYTHON" -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
   packaging/medfedchain.spec
 
+# TensorFlow's libraries carry about 220 MB of symbol tables; the dynamic symbols it links by stay.
+# (Not every library: strip breaks the auditwheel-patched ones of numpy and scipy.)
+strip --strip-unneeded dist/medfedchain/_internal/tensorflow/libtensorflow_cc.so.* \
+  dist/medfedchain/_internal/tensorflow/libtensorflow_framework.so.*
+
 stage="build/$name"
 rm -rf "$stage"
 mkdir -p "$stage"
