@@ -111,7 +111,8 @@ def test_every_page_renders(executable: Path, plain_home: Path) -> None:
     run(executable, "screenshot", "--out", str(out), "--home", str(plain_home), cwd=plain_home)
 
     shots = sorted(p.name for p in out.glob("*.png"))
-    assert len(shots) >= 7, shots
+    assert shots == ["01-data.png", "02-training.png", "03-federation.png", "04-verification.png",
+                     "05-ledger.png", "06-settings.png"], shots
     assert all((out / name).stat().st_size > 10_000 for name in shots)
 
 
