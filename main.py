@@ -14,7 +14,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad arguments or settings; 3 unusable data;
 4 unusable model; 5 federation could not proceed; 6 round aborted; 7 local database problem;
-8 ledger problem; 9 SMPC problem; 10 audit found a discrepancy; 130 cancelled.
+8 ledger problem; 9 SMPC problem; 10 audit found a discrepancy; 11 system libraries missing for the
+window; 130 cancelled.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_AUDIT = 10
+EXIT_SYSTEM_LIBRARIES = 11
 EXIT_CANCELLED = 130
 
 DEMO_ARGS = ["simulate", "--hospitals", "5", "--malicious", "1", "--attack", "label_flip", "--rounds", "3",
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gui = sub.add_parser("gui", help="open the desktop app")
     _add_home(gui)
+    gui.add_argument("--quit-after-shown", action="store_true",
+                     help="quit once the window is shown, printing the seconds since start (tests, bench)")
 
     demo = sub.add_parser("demo", help="run the headless demo federation (one attacker, 3 rounds)")
     _add_home(demo)
@@ -513,9 +517,15 @@ def _has_display() -> bool:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from app.system_libraries import missing_libraries, missing_message
+
+    missing = missing_libraries()
+    if missing:  # Qt would abort with a plugin error that names none of them
+        print(f"medfedchain: error: {missing_message(missing)}", file=sys.stderr)
+        return EXIT_SYSTEM_LIBRARIES
     from app.application import run_app
 
-    return run_app(_settings(args))
+    return run_app(_settings(args), quit_after_shown=args.quit_after_shown)
 
 
 def cmd_screenshot(args: argparse.Namespace) -> int:

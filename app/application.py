@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.main_window import MainWindow
@@ -53,16 +55,34 @@ def _log_to_file(home: Path) -> logging.Handler:
     return handler
 
 
-def run_app(settings: Settings) -> int:
-    """Shows the main window until the user closes it; returns the process exit code."""
+def seconds_since_process_start() -> float:
+    """Wall-clock seconds since this process was created (interpreter and bundle start included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def run_app(settings: Settings, *, quit_after_shown: bool = False) -> int:
+    """Shows the main window until the user closes it; returns the process exit code.
+
+    `quit_after_shown` (the test and benchmark hook of `gui --quit-after-shown`) quits as soon as the
+    window has been shown, after printing `window shown after S s` on stdout."""
     handler = _log_to_file(settings.home)
     app = create_application()
     NOTIFIER.install()
     try:
         window = create_window(settings)
         window.show()
+        if quit_after_shown:
+            QTimer.singleShot(0, lambda: _report_shown_and_quit(app, window))
         return int(app.exec())
     finally:
         NOTIFIER.uninstall()
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _report_shown_and_quit(app: QApplication, window: MainWindow) -> None:
+    print(f"window shown after {seconds_since_process_start():.2f} s", flush=True)
+    window.close()
+    app.quit()

@@ -233,3 +233,13 @@ def test_a_majority_of_attackers_is_warned_of_on_stderr(tmp_path: Path) -> None:
     warnings = [line for line in result.stderr.splitlines() if line.startswith("medfedchain: warning:")]
     assert len(warnings) == 1 and "1 of the 2 hospitals are malicious" in warnings[0]
     assert "fewer than half" in warnings[0]
+
+
+@pytest.mark.gui
+def test_gui_quit_after_shown_opens_the_window_and_quits_with_its_start_up_time(tmp_path: Path) -> None:
+    # The hook of the bundle smoke test and bench/bundle.py.
+    result = run("gui", "--quit-after-shown", home=tmp_path, QT_QPA_PLATFORM="offscreen")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("window shown after ") and result.stdout.rstrip().endswith(" s")
+    assert (tmp_path / "medfedchain.db").is_file()
