@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs MedFedChain into ./.venv with the locked versions of packaging/constraints.txt.
 #   bash packaging/install.sh          the app
-#   bash packaging/install.sh --test   the app, the test tools and the anvil node for ledger tests
+#   bash packaging/install.sh --test   the app, the test tools, PyInstaller and the anvil node for ledger tests
 # Re-running it is cheap: pip skips what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ fi
 
 extras=""
 if [ "${1:-}" = "--test" ]; then
-  extras="[test]"
+  extras="[test,bundle]"  # the tests build and smoke-test the Linux bundle too (tests/test_bundle.py)
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c packaging/constraints.txt -e ".${extras}"
 
