@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,11 +232,5 @@ def _player_ops() -> frozenset[str]:
     return frozenset({"VarHandleOp", "AssignVariableOp", "ReadVariableOp", "Placeholder"})
 
 
-def plain_parties(records: Sequence[Any]) -> list[tuple[str, str, str | None, str]]:
-    """The consortium's parties as `directory_of` takes them (records with name, role, address,
-    tls_cert)."""
-    return [(r.name, r.role, r.address, r.tls_cert) for r in records]
-
-
 __all__ = ["DRIVER", "JOB", "PlayerProcess", "RemoteDriver", "directory_of", "open_remote_driver",
-           "owner_links", "plain_parties"]
+           "owner_links"]

@@ -265,8 +265,6 @@ class SmpcSession:
             if self._sess is None:
                 self._connect()
             assert self._sess is not None
-            if self.players is not None:
-                self.players.probe(min(self.timeout_s, 5.0))
             if record:
                 # What the driver receives, kept so a test can show it is public results only.
                 self.fetched.extend(t.name for t in tf.nest.flatten(fetches) if isinstance(t, tf.Tensor))

@@ -138,14 +138,14 @@ def _scores_reach_their_validator_alone(federation: LoopbackFederation) -> None:
     """After the run: hospital-1's certificate gets hospital-1's scores (one row per candidate);
     the driver's certificate is refused; a certificate nobody pinned does not even connect."""
     from core.federation.consortium import read_consortium
-    from smpc.deployment import directory_of
+    from core.services.wiring import smpc_directory
     from smpc.errors import SmpcError
     from smpc.remote import RemotePlayer
     from smpc.transport.gateway import client_channel
     from smpc.transport.identity import load_identity, make_identity
 
     consortium = read_consortium(federation.consortium)  # type: ignore[arg-type]
-    directory = directory_of((p.name, p.role, p.address, p.tls_cert) for p in consortium.parties())
+    directory = smpc_directory(consortium)
     chain = observer(federation)
     view = chain.round(3)
     assert view is not None

@@ -242,8 +242,8 @@ def open_node(plan: NodePlan, settings: Settings, progress: ProgressSink = ignor
         if consortium.secure:
             # Updates stay shares at the SMPC players: the node checks each published global model
             # against the share holders' weighted sum of what the chain accepted.
-            verifier = wiring.secure_owner(consortium, settings, hid, closers)
-            global_check = wiring.secure_global_check(consortium, settings, hid, closers)
+            secure = wiring.secure_node(consortium, settings, hid, closers)
+            verifier, global_check = secure.verifier, secure.global_check
         else:
             verifier = PlaintextVerifier(spec)
             global_check = create_aggregator(aggregator) if aggregator in CHECKABLE_AGGREGATORS else None

@@ -152,7 +152,8 @@ def open_deployment_channel(settings: Settings, consortium: Consortium, identity
                              consortium.contract.address, identity, serve, closers, store_tls=tls)
 
 
-def _smpc_directory(consortium: Consortium):  # -> smpc.transport.parties.PartyDirectory
+def smpc_directory(consortium: Consortium):  # -> smpc.transport.parties.PartyDirectory
+    """The consortium's pinned SMPC parties, as the gateways and their clients look them up."""
     from smpc.deployment import directory_of
 
     return directory_of((p.name, p.role, p.address, p.tls_cert) for p in consortium.parties())
@@ -164,29 +165,26 @@ def _own_tls_identity(settings: Settings, party: str):  # -> smpc.transport.iden
     return load_identity(settings.tls_dir, name=party)
 
 
-def secure_owner(consortium: Consortium, settings: Settings, hospital_id: str,
-                 closers: list[Callable[[], None]]) -> Verifier:
-    """A hospital node's verifier in a secure consortium: it shares its own inputs with the two
-    share holders over mutual TLS and collects its own scores from them."""
-    from smpc.deployment import owner_links
-    from smpc.factory import owner_verifier
+@dataclass
+class SecureNode:
+    """A hospital node's SMPC parts in a secure consortium, over one pair of mutual-TLS links to
+    the two share holders: its verifier (shares its own inputs, collects its own scores) and its
+    check of each published global model (the holders' weighted sum of what the chain accepted)."""
 
-    links = owner_links(_own_tls_identity(settings, hospital_id), _smpc_directory(consortium))
-    closers.extend(link.close for link in links)
-    return owner_verifier(hospital_id, consortium.model_spec(), links)
+    verifier: Verifier
+    global_check: Aggregator
 
 
-def secure_global_check(consortium: Consortium, settings: Settings, hospital_id: str,
-                        closers: list[Callable[[], None]]) -> Aggregator:
-    """A hospital node's check of each published global model in a secure consortium: the two
-    share holders' weighted sum of the updates the chain accepted, fetched over mutual TLS."""
+def secure_node(consortium: Consortium, settings: Settings, hospital_id: str,
+                closers: list[Callable[[], None]]) -> SecureNode:
     from smpc.aggregation import SecureAggregate
     from smpc.deployment import owner_links
+    from smpc.factory import owner_verifier
     from smpc.session import FIXED
 
-    links = owner_links(_own_tls_identity(settings, hospital_id), _smpc_directory(consortium))
+    links = owner_links(_own_tls_identity(settings, hospital_id), smpc_directory(consortium))
     closers.extend(link.close for link in links)
-    return SecureAggregate(links, FIXED)
+    return SecureNode(owner_verifier(hospital_id, consortium.model_spec(), links), SecureAggregate(links, FIXED))
 
 
 @dataclass
@@ -200,7 +198,7 @@ def open_secure_driver(consortium: Consortium, settings: Settings, closers: list
     from smpc.deployment import open_remote_driver
 
     remote = open_remote_driver(consortium.model_spec(), _own_tls_identity(settings, "driver"),
-                                _smpc_directory(consortium))
+                                smpc_directory(consortium))
     closers.append(remote.close)
     return SecureDriver(remote.driver, remote.driver)
 
@@ -211,7 +209,7 @@ def open_secure_player(consortium: Consortium, settings: Settings, name: str, ch
     commitments from `channel`; serves until the process stops."""
     from smpc.deployment import PlayerProcess
 
-    player = PlayerProcess(name, _own_tls_identity(settings, name), _smpc_directory(consortium),
+    player = PlayerProcess(name, _own_tls_identity(settings, name), smpc_directory(consortium),
                            consortium.model_spec(), ChannelFacts(channel))
     player.start()
     closers.append(player.stop)
