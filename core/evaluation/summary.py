@@ -1,0 +1,215 @@
+"""The evaluation's summary table: one row per setting and defence, aggregated over seeds, with
+whether the verification defence met the project's goal. The HTML report, the README table and
+the GUI all show these rows."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from core.evaluation.cells import VERIFICATION, Cell, Evaluation, Setting, read_evaluation
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What the verification defence must achieve in a setting (all of it) to meet the goal:
+
+    - its final accuracy is at most `accuracy_tolerance` below the reference accuracy (the
+      federation with the attackers left out), both as means over seeds;
+    - where the attack plants a trigger, the backdoor succeeds on at most `max_backdoor` of the
+      triggered test samples (mean over seeds);
+    - under the partitions in `no_honest_rejected_under` (IID: honest models look alike), no
+      honest model is rejected in any round of any seed;
+    - its mean final accuracy is at least that of every baseline defence in `baselines` that ran
+      in the same setting.
+    """
+
+    accuracy_tolerance: float = 0.01
+    max_backdoor: float = 0.05
+    no_honest_rejected_under: tuple[str, ...] = ("iid",)
+    baselines: tuple[str, ...] = ("fedavg", "krum", "median", "trimmed_mean", "fltrust")
+
+
+GOAL = Goal()
+# Means computed from different sums can differ in the last bits; such a difference is a tie.
+_TIE = 1e-9
+
+
+class SummaryRow(TypedDict):
+    """One setting and defence over its seeds. Accuracies are fractions in [0, 1], `gap_points`
+    is (final - reference) in percentage points; a mean is None when no seed measured it, a
+    standard deviation (sample, n - 1) is None below two measurements. `goal` is None for the
+    baselines; `goal_missed` says which criteria a verification row missed."""
+
+    dataset: str
+    partition: str
+    alpha: float | None
+    attack: str
+    defence: str
+    malicious_fraction: float
+    seeds: int
+    final_mean: float | None
+    final_std: float | None
+    reference_mean: float | None
+    reference_std: float | None
+    clean_mean: float | None
+    clean_std: float | None
+    gap_points: float | None
+    poisoned_accepted: int | None
+    poisoned_total: int | None
+    honest_rejected: int | None
+    honest_total: int | None
+    backdoor_mean: float | None
+    backdoor_std: float | None
+    goal: bool | None
+    goal_missed: list[str]
+
+
+def summary_rows(results: Mapping[str, Any] | Evaluation) -> list[SummaryRow]:
+    """The summary table of `results` (results.json as loaded, or already read), in the matrix's
+    order: datasets, partitions, fractions, attacks, then defences. Empty without cells."""
+    evaluation = results if isinstance(results, Evaluation) else read_evaluation(results)
+    by_group: dict[tuple[Setting, str], list[Cell]] = {}
+    for cell in evaluation.cells:
+        by_group.setdefault((cell.setting, cell.defence), []).append(cell)
+    rows = [
+        _aggregate(setting, defence, by_group[(setting, defence)])
+        for setting in evaluation.settings()
+        for defence in evaluation.defences()
+        if (setting, defence) in by_group
+    ]
+    by_setting: dict[Setting, list[SummaryRow]] = {}
+    for row in rows:
+        by_setting.setdefault(_setting_of(row), []).append(row)
+    for row in rows:
+        if row["defence"] == VERIFICATION:
+            row["goal_missed"] = _goal_missed(row, by_setting[_setting_of(row)])
+            row["goal"] = not row["goal_missed"]
+    return rows
+
+
+def _setting_of(row: SummaryRow) -> Setting:
+    return Setting(row["dataset"], row["partition"], row["alpha"], row["attack"], row["malicious_fraction"])
+
+
+def _aggregate(setting: Setting, defence: str, cells: list[Cell]) -> SummaryRow:
+    final_mean, final_std = mean_std(c.final_accuracy for c in cells)
+    reference_mean, reference_std = mean_std(c.reference_accuracy for c in cells)
+    clean_mean, clean_std = mean_std(c.clean_accuracy for c in cells)
+    backdoor_mean, backdoor_std = mean_std(c.backdoor_success for c in cells)
+    gap = None if final_mean is None or reference_mean is None else (final_mean - reference_mean) * 100
+    return SummaryRow(
+        dataset=setting.dataset, partition=setting.partition, alpha=setting.alpha, attack=setting.attack,
+        defence=defence, malicious_fraction=setting.malicious_fraction, seeds=len(cells),
+        final_mean=final_mean, final_std=final_std, reference_mean=reference_mean,
+        reference_std=reference_std, clean_mean=clean_mean, clean_std=clean_std, gap_points=gap,
+        poisoned_accepted=_total(c.poisoned_accepted for c in cells),
+        poisoned_total=_total(c.poisoned_total for c in cells),
+        honest_rejected=_total(c.honest_rejected for c in cells),
+        honest_total=_total(c.honest_total for c in cells),
+        backdoor_mean=backdoor_mean, backdoor_std=backdoor_std, goal=None, goal_missed=[],
+    )
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the measured values (None ones skipped)."""
+    measured = [v for v in values if v is not None and not math.isnan(v)]
+    if not measured:
+        return None, None
+    return statistics.fmean(measured), statistics.stdev(measured) if len(measured) > 1 else None
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    counted = [v for v in values if v is not None]
+    return sum(counted) if counted else None
+
+
+def _goal_missed(row: SummaryRow, setting_rows: list[SummaryRow], goal: Goal = GOAL) -> list[str]:
+    """The goal's criteria that the verification `row` misses, each as a short reason."""
+    missed = []
+    final, reference = row["final_mean"], row["reference_mean"]
+    if final is None or reference is None:
+        missed.append("no final accuracy" if final is None else "no reference accuracy")
+    elif final < reference - goal.accuracy_tolerance - _TIE:
+        missed.append(f"{(reference - final) * 100:.1f} pts below reference")
+    if row["backdoor_mean"] is not None and row["backdoor_mean"] > goal.max_backdoor + _TIE:
+        missed.append(f"backdoor {row['backdoor_mean']:.0%} > {goal.max_backdoor:.0%}")
+    if row["partition"] in goal.no_honest_rejected_under and row["honest_rejected"]:
+        missed.append(f"{row['honest_rejected']} honest rejected under {row['partition'].upper()}")
+    if final is not None:
+        beaten_by = [
+            other["defence"] for other in setting_rows
+            if other["defence"] in goal.baselines and other["final_mean"] is not None
+            and final < other["final_mean"] - _TIE
+        ]
+        if beaten_by:
+            missed.append(f"below {', '.join(beaten_by)}")
+    return missed
+
+
+# -- Formatting shared by the Markdown table and the HTML report --------------------------------
+
+def partition_label(partition: str, alpha: float | None) -> str:
+    """'IID' or 'Dirichlet α=0.5'."""
+    if partition == "iid":
+        return "IID"
+    name = partition.capitalize()
+    return name if alpha is None else f"{name} α={alpha:g}"
+
+
+def percent(mean: float | None, std: float | None = None) -> str:
+    """A fraction as '95.2 ± 0.4' (percent, one decimal); '–' when not measured."""
+    if mean is None:
+        return "–"
+    return f"{mean * 100:.1f}" if std is None else f"{mean * 100:.1f} ± {std * 100:.1f}"
+
+
+def ratio(part: int | None, total: int | None) -> str:
+    """'3/10', or '–' when not counted."""
+    return "–" if part is None or total is None else f"{part}/{total}"
+
+
+def points(gap: float | None) -> str:
+    """A gap in percentage points with its sign: '+0.3', '-2.1'; '–' when unknown."""
+    return "–" if gap is None else f"{gap:+.1f}"
+
+
+def goal_label(row: SummaryRow) -> str:
+    """'met', 'not met: <reasons>', or '' for a baseline."""
+    if row["goal"] is None:
+        return ""
+    return "met" if row["goal"] else "not met: " + "; ".join(row["goal_missed"])
+
+
+SUMMARY_HEADERS = (
+    "Dataset", "Partition", "Attack", "Malicious", "Defence", "Seeds", "Final (%)", "Reference (%)",
+    "Clean (%)", "Gap (pts)", "Poisoned accepted", "Honest rejected", "Backdoor (%)", "Goal",
+)
+
+
+def summary_cells(row: SummaryRow) -> list[str]:
+    """The row's values as text, one per SUMMARY_HEADERS column."""
+    return [
+        row["dataset"], partition_label(row["partition"], row["alpha"]), row["attack"],
+        f"{row['malicious_fraction']:.0%}", row["defence"], str(row["seeds"]),
+        percent(row["final_mean"], row["final_std"]), percent(row["reference_mean"], row["reference_std"]),
+        percent(row["clean_mean"], row["clean_std"]), points(row["gap_points"]),
+        ratio(row["poisoned_accepted"], row["poisoned_total"]),
+        ratio(row["honest_rejected"], row["honest_total"]),
+        percent(row["backdoor_mean"], row["backdoor_std"]), goal_label(row),
+    ]
+
+
+def markdown_table(rows: Iterable[SummaryRow]) -> str:
+    """The summary rows as a GitHub Markdown table (for the README), accuracies in percent as
+    mean ± standard deviation over seeds."""
+    lines = [
+        "| " + " | ".join(SUMMARY_HEADERS) + " |",
+        "|" + "|".join("---" if i < 5 else "---:" for i in range(len(SUMMARY_HEADERS) - 1)) + "|---|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(text.replace("|", "\\|") for text in summary_cells(row)) + " |")
+    return "\n".join(lines) + "\n"
