@@ -2,6 +2,7 @@
 
     python main.py                      the app (a headless demo federation without a display)
     python main.py simulate ...         a whole federation of simulated hospitals
+    python main.py evaluate ...         a robustness evaluation: datasets x attacks x defences x seeds
     python main.py smpc-player ...      one SMPC player of a secure consortium
     python main.py ledger audit|show    check or list the ledger
     python main.py node ...             run this machine's hospital in a consortium
@@ -27,6 +28,7 @@ import logging.handlers
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rpc", help="record on this JSON-RPC node instead of the embedded chain")
     sim.add_argument("--no-ledger", action="store_true", help="record in SQLite only")
     sim.add_argument("--json", type=Path, help="write the report here")
+
+    ev = sub.add_parser("evaluate", help="run a robustness evaluation: datasets x attacks x defences x seeds",
+                        description="Runs every (dataset, partition, attack, defence, malicious fraction, seed) "
+                        "federation, each with its reference (attackers left out) and clean (no attacker) "
+                        "federation; writes OUT/results.json after each one (run again to resume), then "
+                        "OUT/results.csv, OUT/figures/*.png and OUT/report.html.")
+    _add_home(ev)
+    ev.add_argument("--datasets", nargs="+", default=["breast_cancer"],
+                    help="built-in names or CSV/.npz/image paths; 'all' for every built-in one")
+    ev.add_argument("--attacks", nargs="+", required=True, help="attack names or FILE.py:CLASS; 'all' for every "
+                    "built-in one")
+    ev.add_argument("--defences", nargs="+", default=["all"],
+                    help="verification (the majority verification), fedavg, krum, median, trimmed_mean, "
+                         "fltrust; 'all' (default) for every one")
+    ev.add_argument("--malicious-fraction", nargs="+", type=float, default=[0.4],
+                    help="share of the hospitals that attack (and vote dishonestly)")
+    ev.add_argument("--partition", nargs="+", default=["iid"], choices=SCHEMES)
+    ev.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of --partition dirichlet")
+    ev.add_argument("--rounds", type=int, default=5)
+    ev.add_argument("--seeds", type=int, default=1, help="run seeds 0 .. S-1")
+    ev.add_argument("--hospitals", type=int, default=5)
+    ev.add_argument("--epochs", type=int, default=5, help="local epochs per round")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--learning-rate", type=float, default=0.005)
+    ev.add_argument("--out", type=Path, required=True, help="directory for the results and the report")
 
     player = sub.add_parser("smpc-player", help="run one SMPC player of a secure consortium (headless)")
     _add_home(player)
@@ -307,6 +334,61 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, report)
         print(f"Report written to {args.json}")
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """The evaluation's progress as one bar line on stderr: redrawn in place on a terminal, one line
+    per cell otherwise (a log file stays readable)."""
+
+    width = 30
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, event: Any) -> None:
+        done, total = event.values.get("cells_done"), event.values.get("cells")
+        if done is None or not total:
+            print(f"  {event.message}", file=sys.stderr, flush=True)
+            return
+        filled = int(self.width * done / total)
+        elapsed = time.monotonic() - self._started
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {int(done)}/{int(total)} cells, {elapsed / 60:.1f} min: " \
+               f"{event.message}"
+        print(("\r\x1b[2K" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluation.report import write_report
+    from core.progress import CancelToken
+    from core.services.evaluation import EvaluationMatrix, run_evaluation
+
+    from core.errors import ConfigError
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds is the number of seeds to run (0 .. S-1): at least 1, got {args.seeds}.")
+    settings = _settings(args)
+    matrix = EvaluationMatrix(
+        datasets=tuple(args.datasets), attacks=tuple(args.attacks), defences=tuple(args.defences),
+        malicious_fractions=tuple(args.malicious_fraction), partitions=tuple(args.partition), alpha=args.alpha,
+        rounds=args.rounds, seeds=tuple(range(args.seeds)), hospitals=args.hospitals, local_epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate)
+    cancel = CancelToken()
+    signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    cells = len(matrix.cells())
+    print(f"MedFedChain evaluation: {cells} cells ({len(matrix.datasets)} datasets x {len(matrix.partitions)} "
+          f"partitions x {len(matrix.attacks)} attacks x {len(matrix.defences)} defences x "
+          f"{len(matrix.malicious_fractions)} fractions x {len(matrix.seeds)} seeds), {matrix.rounds} rounds of "
+          f"{matrix.hospitals} hospitals; results in {args.out}", flush=True)
+    done = run_evaluation(matrix, args.out, policy=settings.policy, progress=_ProgressBar(), cancel=cancel,
+                          write_files=write_report)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    for line in done.failed:
+        print(f"medfedchain: warning: cell failed: {line}", file=sys.stderr)
+    print(f"{len(done.results['cells'])} cells in {done.results_file} ({done.skipped} from an earlier run, "
+          f"{done.ran} federations run now); report in {args.out / 'report.html'}")
     return EXIT_OK
 
 
@@ -614,7 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.default_db:
             chosen += ["--db", str(args.default_db)]
         args = build_parser().parse_args(chosen)
-    handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "smpc-player": cmd_player,
+    handlers = {"gui": cmd_gui, "demo": cmd_demo, "simulate": cmd_simulate, "evaluate": cmd_evaluate,
+                "smpc-player": cmd_player,
                 "ledger": cmd_ledger, "account": cmd_account, "tls": cmd_tls, "consortium": cmd_consortium,
                 "node": cmd_node, "coordinator": cmd_coordinator,
                 "screenshot": cmd_screenshot}

@@ -3,12 +3,15 @@ verification, the accepted/rejected ratio, and the tested models per dataset sid
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -24,6 +27,13 @@ from PySide6.QtWidgets import (
 
 from app.model import FEDERATION, TRAINING, AppModel
 from app.notifier import report_error
+from app.pages.evaluation_report import (
+    REPORT_FILE,
+    RESULTS_FILE,
+    EvaluationReportDialog,
+    report_to_open,
+    write_report_work,
+)
 from app.widgets import ACCEPTED, REJECTED, SERIES, EvaluationPanel, percent, plot, short_hash
 from app.workers import Task
 from core.progress import CancelToken, Progress, ProgressSink
@@ -58,6 +68,10 @@ class VerificationPage(QWidget):
         self.compare_progress = QProgressBar(objectName="compareProgress", minimum=0, maximum=0)
         self.compare_progress.setMaximumWidth(160)
         self.compare_progress.hide()
+        self.open_report = QPushButton("Open evaluation report…", objectName="openReportButton")
+        self.open_report.setToolTip("Shows the report of a robustness evaluation (`medfedchain evaluate "
+                                    "--out DIR`): pick its report.html or results.json.")
+        self.report_dialog: EvaluationReportDialog | None = None
         self.summary = QLabel(objectName="verificationSummary")
         self.summary.setWordWrap(True)
         top = QHBoxLayout()
@@ -65,6 +79,7 @@ class VerificationPage(QWidget):
         top.addWidget(self.federation, 1)
         top.addWidget(self.compare)
         top.addWidget(self.compare_progress)
+        top.addWidget(self.open_report)
 
         self.tree = QTreeWidget(objectName="candidatesTree")
         self.tree.setHeaderLabels(["Round · candidate · vote", "Status", "Votes", "Accuracy",
@@ -128,6 +143,7 @@ class VerificationPage(QWidget):
 
         self.federation.currentIndexChanged.connect(self._show_selected)
         self.compare.clicked.connect(self._start_comparison)
+        self.open_report.clicked.connect(self._pick_report)
         model.federations_changed.connect(self.refresh)
         model.evaluations_changed.connect(self._show_results)
         model.busy_changed.connect(self._update_buttons)
@@ -295,6 +311,50 @@ class VerificationPage(QWidget):
             row.addWidget(local)
             row.addWidget(federated)
             self.results_layout.addWidget(box)
+
+    # -- evaluation report -----------------------------------------------------------------------
+
+    @Slot()
+    def _pick_report(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open an evaluation report", str(Path.home()),
+                                              f"Evaluation report ({REPORT_FILE} {RESULTS_FILE});;All files (*)")
+        if path:
+            self.show_report(Path(path))
+
+    def show_report(self, picked: Path) -> None:
+        """Opens the report `picked` stands for, writing it first from its results.json if needed."""
+        try:
+            report, stale = report_to_open(picked)
+        except Exception as exc:  # noqa: BLE001 - a bad pick is the user's to see, not a crash
+            report_error(self, "No evaluation report there", exc)
+            return
+        if not stale:
+            self._open_report(report)
+            return
+        task = self.model.run("evaluation report", write_report_work(report.with_name(RESULTS_FILE)))
+        task.succeeded.connect(self._open_report)
+        task.failed.connect(self._report_failed)
+        task.done.connect(self._report_written)
+        self.open_report.setEnabled(False)
+        self.model.start(task)
+
+    @Slot(object)
+    def _report_failed(self, exc: BaseException) -> None:
+        report_error(self, "The evaluation report could not be written", exc)
+
+    @Slot()
+    def _report_written(self) -> None:
+        self.open_report.setEnabled(True)
+
+    @Slot(object)
+    def _open_report(self, report: Path) -> None:
+        try:
+            dialog = EvaluationReportDialog(report, self)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file gets a dialog saying so
+            report_error(self, "The evaluation report cannot be shown", exc)
+            return
+        self.report_dialog = dialog
+        dialog.show()
 
     # -- comparison run --------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class Evaluation:
 
     matrix: Mapping[str, Any]
     cells: tuple[Cell, ...]
+    failed: tuple[str, ...] = ()  # one line per cell whose federation failed (run again on resume)
 
     @property
     def expected_cells(self) -> int | None:
@@ -143,7 +144,12 @@ def read_evaluation(results: Mapping[str, Any]) -> Evaluation:
     cells = results.get("cells", [])
     if not isinstance(cells, list):
         raise ConfigError("The evaluation results' 'cells' is not a list.")
-    read = tuple(_cell(raw, index) for index, raw in enumerate(cells))
+    failed = tuple(
+        f"{raw.get('dataset')}, {raw.get('partition')}, {raw.get('attack')}, {raw.get('defence')}, seed "
+        f"{raw.get('seed')}: {raw['error']}"
+        for raw in cells if isinstance(raw, Mapping) and raw.get("error"))
+    read = tuple(_cell(raw, index) for index, raw in enumerate(cells)
+                 if not (isinstance(raw, Mapping) and raw.get("error")))
     seen: dict[tuple[Setting, str, int], int] = {}
     for index, cell in enumerate(read):
         first = seen.setdefault((cell.setting, cell.defence, cell.seed), index)
@@ -153,7 +159,7 @@ def read_evaluation(results: Mapping[str, Any]) -> Evaluation:
                 f"{cell.dataset}, {cell.partition}, {cell.attack}, {cell.defence}, "
                 f"{cell.malicious_fraction:.0%} malicious, seed {cell.seed}."
             )
-    return Evaluation(matrix=matrix, cells=read)
+    return Evaluation(matrix=matrix, cells=read, failed=failed)
 
 
 def _cell(raw: Any, index: int) -> Cell:

@@ -169,6 +169,9 @@ def report_html(evaluation: Evaluation, rows: Sequence[SummaryRow], charts: Sequ
         parts.append(f'<p class="note">This evaluation is incomplete: {len(evaluation.cells)} of {expected} '
                      "cells finished (the run stopped early). The tables and figures show the finished "
                      "cells only; means are over the seeds that finished.</p>")
+    if evaluation.failed:
+        parts.append(f'<p class="note">{len(evaluation.failed)} cell(s) failed and are left out (running the '
+                     "evaluation again retries them): " + "; ".join(escape(f) for f in evaluation.failed) + "</p>")
     parts += ["<h2>Matrix</h2>", _matrix_table(evaluation.matrix)]
     if rows:
         parts += ["<h2>Summary</h2>", _summary_intro(), _summary_table(rows)]

@@ -78,6 +78,9 @@ class SimulationConfig:
     ledger: bool = True
     rpc_url: str | None = None
     policy: VerificationPolicy | None = None  # None: the settings' policy
+    # The last `left_out` hospitals of the split take no part and their data goes unused: the
+    # federation an evaluation compares a defence with, the attackers' hospitals left out.
+    left_out: int = 0
 
     def __post_init__(self) -> None:
         if self.hospitals < 1:
@@ -88,6 +91,8 @@ class SimulationConfig:
             raise ConfigError("Malicious hospitals need an --attack other than 'none'.")
         if self.rounds < 1:
             raise ConfigError("Run at least one round.")
+        if not 0 <= self.left_out < self.hospitals or (self.left_out and self.malicious):
+            raise ConfigError("Hospitals left out must be fewer than all of them, and leave no attacker.")
         if self.partition not in SCHEMES:
             raise ConfigError(f"Unknown partition '{self.partition}'; choose one of {', '.join(SCHEMES)}.")
         if self.alpha is not None and self.partition != "dirichlet":
@@ -181,6 +186,7 @@ def _root_update(spec: ModelSpec, root: Dataset, training: TrainingConfig) -> Ca
 
 def prepare_federation(config: SimulationConfig, settings: Settings,
                        progress: ProgressSink = ignore_progress) -> Federation:
+    """Loads and splits the data and wires every role of `config`'s federation on one channel."""
     for warning in config.warnings():
         log.warning("%s", warning)
     progress(Progress(Stage.LOADING, f"loading {config.dataset}"))
@@ -188,6 +194,7 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
     dataset.require_trainable()
     split = partition(dataset, config.hospitals, scheme=config.partition, alpha=config.dirichlet_alpha,
                       seed=config.seed)
+    taking_part = split.hospitals[: config.hospitals - config.left_out]
     spec = spec_for(dataset, config.architecture)
     training = _training(config)
     malicious = set(config.malicious_ids())
@@ -201,10 +208,10 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             training,
             attack=attack if h.hospital_id in malicious else None,
             colluders=sorted(malicious),
-            num_hospitals=config.hospitals,
+            num_hospitals=len(taking_part),
             policy=policy,
         )
-        for h in split.hospitals
+        for h in taking_part
     ]
     database = wiring.open_state(settings)
     mark_interrupted_runs(database)
