@@ -105,6 +105,16 @@ def test_a_secure_federation_runs_and_its_ledger_passes_the_audit(executable: Pa
     assert audit.stdout.startswith("ledger audit OK: "), audit.stdout
 
 
+def test_an_evaluation_writes_its_figures_and_report(executable: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+
+    run(executable, "evaluate", "--attacks", "scaling", "--defences", "verification", "--hospitals", "3",
+        "--rounds", "1", "--epochs", "1", "--home", str(tmp_path), "--out", str(out), cwd=tmp_path)
+
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in (out / "figures").glob("*.png"))
+    assert list((out / "figures").glob("*.png")) and "data:image/png;base64," in (out / "report.html").read_text()
+
+
 def test_every_page_renders(executable: Path, plain_home: Path) -> None:
     out = plain_home / "shots"
 

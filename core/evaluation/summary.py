@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from core.evaluation.cells import VERIFICATION, Cell, Evaluation, Setting, read_evaluation
+from core.federation.aggregators import AGGREGATORS
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Goal:
     accuracy_tolerance: float = 0.01
     max_backdoor: float = 0.05
     no_honest_rejected_under: tuple[str, ...] = ("iid",)
-    baselines: tuple[str, ...] = ("fedavg", "krum", "median", "trimmed_mean", "fltrust")
+    baselines: tuple[str, ...] = AGGREGATORS
 
 
 GOAL = Goal()
