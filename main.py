@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a parameter of the attack, e.g. factor=10 (repeatable)")
     sim.add_argument("--rounds", type=int, default=5)
     sim.add_argument("--dataset", default="breast_cancer",
-                     help="breast_cancer, diabetes, synthetic_images, or a CSV/.npz/image or DICOM folder path")
+                     help="breast_cancer, diabetes, synthetic_images, synthetic_tissue, "
+                          "or a CSV/.npz/image or DICOM folder path")
     sim.add_argument("--label-column", help="the CSV column holding the class")
     sim.add_argument("--drop-columns", nargs="*", default=[], help="CSV columns to leave out (e.g. patient id)")
     sim.add_argument("--partition", default="iid", choices=SCHEMES)

@@ -1,9 +1,11 @@
-"""Real medical tables that ship with scikit-learn, and the synthetic image set, by name.
+"""Real medical tables that ship with scikit-learn, and the synthetic image sets, by name.
 
-They need no network: scikit-learn bundles both tables in its wheel.
+They need no network: scikit-learn bundles both tables in its wheel, the images are generated.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -11,6 +13,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from core.data.csv_loader import standardize
 from core.data.dataset import DataKind, Dataset
 from core.data.synthetic import synthetic_images
+from core.data.synthetic_tissue import synthetic_tissue
 from core.errors import DataError
 
 BUILTIN_DATASETS: dict[str, str] = {
@@ -20,6 +23,14 @@ BUILTIN_DATASETS: dict[str, str] = {
     "split at the median into low vs high (scikit-learn).",
     "synthetic_images": "Synthetic 28x28 grayscale lesion images, benign vs malignant "
     "(generated, not patient data).",
+    "synthetic_tissue": "Synthetic 32x32 grayscale ultrasound-like breast tissue from 4 scanners, 6 classes: "
+    "normal, cyst, fibroadenoma, carcinoma, calcification, inflammation; harder, so attacks show "
+    "(generated, not patient data).",
+}
+# The generated image sets, which alone take an image size and channel count.
+IMAGE_BUILTINS: dict[str, Callable[..., Dataset]] = {
+    "synthetic_images": synthetic_images,
+    "synthetic_tissue": synthetic_tissue,
 }
 
 
@@ -79,11 +90,13 @@ def diabetes() -> Dataset:
 
 
 def load_builtin(name: str, *, image_size: tuple[int, int] | None = None, channels: int = 1) -> Dataset:
-    """The built-in dataset `name`; `image_size`/`channels` only apply to `synthetic_images`."""
+    """The built-in dataset `name`; `image_size` (None: the set's own) and `channels` only apply
+    to the generated image sets (`IMAGE_BUILTINS`)."""
     if name == "breast_cancer":
         return breast_cancer()
     if name == "diabetes":
         return diabetes()
-    if name == "synthetic_images":
-        return synthetic_images(image_size=image_size or (28, 28), channels=channels)
+    if name in IMAGE_BUILTINS:
+        size = {} if image_size is None else {"image_size": image_size}
+        return IMAGE_BUILTINS[name](channels=channels, **size)
     raise DataError(f"There is no built-in dataset '{name}'; choose one of {', '.join(BUILTIN_DATASETS)}.")

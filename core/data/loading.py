@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data.builtin import BUILTIN_DATASETS, load_builtin
+from core.data.builtin import BUILTIN_DATASETS, IMAGE_BUILTINS, load_builtin
 from core.data.csv_loader import load_csv
 from core.data.dataset import Dataset
 from core.data.dicom_loader import load_dicom_folder
@@ -93,8 +93,8 @@ def load_dataset(
 
     path = Path(source)
     if isinstance(source, str) and source in BUILTIN_DATASETS and not path.exists():
-        if source == "synthetic_images":
-            _refuse(table_options | dicom_options | npz_options, "the synthetic image set")
+        if source in IMAGE_BUILTINS:
+            _refuse(table_options | dicom_options | npz_options, f"the synthetic image set '{source}'")
         else:
             _refuse(
                 table_options | image_options | dicom_options | npz_options, f"the built-in table '{source}'"

@@ -1,4 +1,4 @@
-"""The built-in scikit-learn tables load offline with the documented classes."""
+"""The built-in scikit-learn tables and generated image sets load offline with the documented classes."""
 
 from __future__ import annotations
 
@@ -33,8 +33,17 @@ def test_diabetes_split_at_the_median() -> None:
     assert any("median 140.5" in note for note in ds.notes)
 
 
-def test_every_builtin_loads_by_name() -> None:
-    for name in BUILTIN_DATASETS:
-        ds = load_builtin(name)
-        assert ds.name == name
-        assert ds.num_classes == 2
+def test_every_builtin_loads_by_name_with_its_own_shape() -> None:
+    loaded = {name: load_builtin(name) for name in BUILTIN_DATASETS}
+
+    assert {name: ds.name for name, ds in loaded.items()} == {name: name for name in BUILTIN_DATASETS}
+    assert {name: (ds.input_shape, ds.num_classes) for name, ds in loaded.items()} == {
+        "breast_cancer": ((30,), 2),
+        "diabetes": ((10,), 2),
+        "synthetic_images": ((28, 28, 1), 2),
+        "synthetic_tissue": ((32, 32, 1), 6),
+    }
+
+
+def test_an_image_set_takes_a_size_and_channels() -> None:
+    assert load_builtin("synthetic_tissue", image_size=(40, 40), channels=3).input_shape == (40, 40, 3)

@@ -17,7 +17,7 @@ from core.errors import ConfigError, DataError
 
 
 def test_builtin_names() -> None:
-    assert set(BUILTIN_DATASETS) == {"breast_cancer", "diabetes", "synthetic_images"}
+    assert set(BUILTIN_DATASETS) == {"breast_cancer", "diabetes", "synthetic_images", "synthetic_tissue"}
     assert load_dataset("breast_cancer").class_names == ("malignant", "benign")
     assert load_dataset("synthetic_images", image_size=(32, 32), channels=3).input_shape == (32, 32, 3)
 
@@ -64,7 +64,7 @@ def test_unknown_source_lists_builtins(tmp_path: Path) -> None:
     with pytest.raises(
         DataError,
         match="neither an existing file or folder nor a built-in dataset "
-        "\\(breast_cancer, diabetes, synthetic_images\\)",
+        "\\(breast_cancer, diabetes, synthetic_images, synthetic_tissue\\)",
     ):
         load_dataset("breast-cancer")
 
@@ -91,6 +91,11 @@ def test_single_dicom_file_is_explained(tmp_path: Path) -> None:
     [
         ("breast_cancer", {"image_size": (28, 28)}, "image_size do not apply to the built-in table"),
         ("synthetic_images", {"label_column": "x"}, "label_column do not apply"),
+        (
+            "synthetic_tissue",
+            {"split": "train"},
+            "split do not apply to the synthetic image set 'synthetic_tissue'",
+        ),
         (
             "diabetes",
             {"dicom_label_tag": "PatientSex", "split": "train"},

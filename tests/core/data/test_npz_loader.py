@@ -10,22 +10,7 @@ import pytest
 from core.data.dataset import DataKind
 from core.data.npz_loader import load_npz
 from core.errors import ConfigError, DataError
-
-
-def medmnist_arrays(rgb: bool = False, sizes: tuple[int, int, int] = (30, 10, 12)) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays: dict[str, np.ndarray] = {}
-    for split, n in zip(("train", "val", "test"), sizes, strict=True):
-        shape = (n, 28, 28, 3) if rgb else (n, 28, 28)
-        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1).astype(np.uint8)
-    return arrays
-
-
-def save(tmp_path: Path, arrays: dict[str, np.ndarray], name: str = "pathmnist.npz") -> Path:
-    path = tmp_path / name
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
-    return path
+from tests.core.data.medmnist_sample import medmnist_arrays, save
 
 
 def test_all_splits_concatenated_in_order(tmp_path: Path) -> None:
@@ -60,6 +45,20 @@ def test_rgb_and_class_names(tmp_path: Path) -> None:
 
     assert ds.x.shape == (30, 28, 28, 3)
     assert ds.class_names == ("adipose", "background", "debris")
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+@pytest.mark.parametrize("side", [28, 64, 128, 224])
+def test_every_medmnist_size_grayscale_and_rgb_nine_classes(tmp_path: Path, side: int, rgb: bool) -> None:
+    arrays = medmnist_arrays(rgb, (18, 9, 9), classes=9, side=side)
+    assert arrays["train_labels"].shape == (18, 1) and arrays["train_labels"].dtype == np.uint8
+    path = save(tmp_path, arrays)
+
+    ds = load_npz(path)
+
+    assert ds.x.shape == (36, side, side, 3 if rgb else 1) and ds.x.dtype == np.float32
+    assert ds.num_classes == 9 and ds.class_counts() == {f"class {i}": 4 for i in range(9)}
+    np.testing.assert_allclose(ds.x[0], np.atleast_3d(arrays["train_images"][0]) / 255.0, rtol=1e-6)
 
 
 def test_resize_and_channel_conversion(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from core.settings import Settings, load_settings
 from core.state.models import FederationStatus
 from core.state.db import open_database
 from core.state.queries import list_federations, list_rounds
+from tests.core.data.medmnist_sample import medmnist_arrays, save
 
 
 @pytest.mark.parametrize("aggregator", ["fedavg", "krum", "median", "trimmed_mean", "fltrust"])
@@ -44,6 +45,23 @@ def test_a_hospital_holding_one_class_takes_part_in_a_skewed_federation(tmp_path
     models = {m["hospital"]: m for m in report["rounds"][0]["models"]}
     assert set(models) == {f"hospital-{i}" for i in range(1, 6)}
     assert report["rounds"][0]["failures"] == []
+
+
+@pytest.mark.parametrize(("name", "rgb", "classes", "side"),
+                         [("pneumoniamnist", False, 2, 28), ("pathmnist_64", True, 9, 64)])
+def test_a_medmnist_file_as_downloaded_runs_a_federation(name: str, rgb: bool, classes: int, side: int,
+                                                         tmp_path: Path) -> None:
+    path = save(tmp_path, medmnist_arrays(rgb, (180, 27, 45), classes=classes, side=side), f"{name}.npz")
+
+    report = run_simulation(SimulationConfig(hospitals=3, rounds=1, local_epochs=1, dataset=str(path),
+                                             ledger=False), load_settings(home=tmp_path / "home"))
+
+    assert report["status"] == "completed"
+    assert report["dataset"]["input_shape"] == [side, side, 3 if rgb else 1]
+    assert report["dataset"]["num_classes"] == classes and report["dataset"]["samples"] == 252
+    assert sorted(m["hospital"] for m in report["rounds"][0]["models"]) == ["hospital-1", "hospital-2",
+                                                                             "hospital-3"]
+    assert 0.0 <= report["final_accuracy"] <= 1.0
 
 
 def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
