@@ -11,12 +11,41 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from core.data.dataset import DataKind, Dataset
 from core.data.image_folder import check_image_options, resize, to_layout
 from core.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+# Loading holds each split as read, its float32 pixels and the concatenation of all splits.
+_COPIES_WHILE_LOADING = 2.5
+
+
+def _image_bytes(archive: np.lib.npyio.NpzFile, key: str) -> int:
+    """The float32 size of the images stored under `key`, read from the .npy header alone."""
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(member)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return 0  # unreadable here: reading the array itself says what is wrong
+    return int(np.prod(shape, dtype=np.int64)) * 4
+
+
+def _check_memory(archive: np.lib.npyio.NpzFile, keys: list[str], path: Path) -> None:
+    """Refuses, before reading any pixel, a file whose images do not fit in the free memory
+    (a MedMNIST+ file at 224 pixels is tens of GB as float32) instead of being killed midway."""
+    needed = _COPIES_WHILE_LOADING * sum(_image_bytes(archive, k) for k in keys)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise DataError(
+            f"The images in '{path}' need about {needed / 2**30:.1f} GiB of memory to load, and this "
+            f"machine has {available / 2**30:.1f} GiB free. Use a smaller image size of the set (MedMNIST+ "
+            "comes in 28, 64, 128 and 224 pixels), or load one split only.",
+            path=str(path),
+        )
 
 
 def _open(path: Path) -> np.lib.npyio.NpzFile:
@@ -144,6 +173,7 @@ def load_npz(
                 f"it holds: {', '.join(sorted(keys))}.",
                 path=str(file),
             )
+        _check_memory(archive, [f"{s}_images" for s in wanted], file)
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         for s in wanted:

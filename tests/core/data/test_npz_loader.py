@@ -190,3 +190,23 @@ def test_labels_beyond_class_names(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="labels up to 2 but only 2 class names"):
         load_npz(path)
+
+
+def test_a_file_too_big_for_memory_is_refused_before_any_pixel_is_read(tmp_path: Path) -> None:
+    # A pathmnist-224-sized header (300 GB as float32) with no pixels behind it: the refusal must
+    # come from the header alone, not from running out of memory.
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (200_000, 224, 224, 3)})
+    labels = io.BytesIO()
+    np.save(labels, np.zeros((200_000, 1), np.uint8))
+    path = tmp_path / "pathmnist_224.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train_images.npy", header.getvalue())
+        archive.writestr("train_labels.npy", labels.getvalue())
+
+    with pytest.raises(DataError, match=r"need about \d+\.\d GiB of memory to load.*MedMNIST\+ comes in 28, 64"):
+        load_npz(path)
