@@ -515,6 +515,8 @@ class ConsortiumPanel(QWidget):
         label = f", label column '{fit.request.label_column}'" if fit.request.label_column else ""
         _verdict(self.dataset_verdict, f"Fits the consortium's model: {fit.samples} cases ({counts}){label}.",
                  ok=True)
+        # The start button is ready together with the verdict, not only once the task has wound down.
+        self._update_buttons()
 
     @Slot(object)
     def _does_not_fit(self, exc: BaseException) -> None:
