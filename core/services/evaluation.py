@@ -289,13 +289,13 @@ def run_evaluation(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"The output directory {out_dir} cannot be created.", detail=str(exc)) from exc
-    for dataset in matrix.datasets:  # a missing file or an untrainable set fails before any run
-        load_dataset(dataset).require_trainable()
     results = _ResultsFile(out_dir / RESULTS_FILE, matrix, policy)
-    results.data["matrix"] = matrix.as_dict()
     done = results.done()
     cells = matrix.cells()
     pending = [k for k in cells if k not in done]
+    # A missing file or an untrainable set fails before any run; finished datasets are not reloaded.
+    for dataset in dict.fromkeys(k.dataset for k in pending):
+        load_dataset(dataset).require_trainable()
     failed: list[str] = []
     progress(Progress(Stage.EVALUATION, f"{len(cells) - len(pending)} of {len(cells)} cells already done",
                       fraction=(len(cells) - len(pending)) / len(cells)))
@@ -319,7 +319,8 @@ def run_evaluation(
                 progress(Progress(Stage.EVALUATION, label, fraction=finished / len(cells),
                                   values={"cells_done": finished, "cells": len(cells)}))
         finally:
-            results.data["cells"].sort(key=lambda c: cells.index(CellKey.of(c)) if CellKey.of(c) in cells else -1)
+            position = {key: index for index, key in enumerate(cells)}
+            results.data["cells"].sort(key=lambda c: position.get(CellKey.of(c), -1))
             results.save()
             if write_files is not None:
                 write_files(results.data, out_dir)
