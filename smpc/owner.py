@@ -151,6 +151,7 @@ class SmpcOwner(Verifier):
                 reference_norm=ref.norm,
                 margin=float(self.fmt.decode(row[1])) / ((k - 1) * total),
                 reference_margin=ref.margin,
+                global_margin=ref.global_margin,
             )
         return matrix
 

@@ -33,15 +33,23 @@ from core.settings import SMPC_PROTOCOLS, Settings, save_settings, update_settin
 
 POLICY_FIELDS = {
     "max_accuracy_drop": ("Largest accuracy drop accepted", 0.0, 1.0, 0.01,
-                          "How much accuracy a candidate may lose against the validator's own update."),
+                          "How much accuracy a candidate may lose against the yardstick (the lower of the "
+                          "validator's own update and the round's typical candidate)."),
     "accuracy_z": ("Allowance for small validation sets (standard errors)", 0.0, 5.0, 0.5,
                    "Widens the accuracy tolerance on small validation splits."),
     "min_margin_ratio": ("Smallest confidence ratio", -1.0, 1.0, 0.05,
-                         "The candidate's mean logit margin relative to the validator's own."),
+                         "The candidate's mean logit margin relative to the yardstick's (also at most the "
+                         "current global model's)."),
     "min_cosine": ("Smallest cosine to the validator's update", -1.0, 1.0, 0.05,
                    "Refuses updates that point against the validator's own."),
     "max_norm_ratio": ("Largest update size ratio", 0.1, 100.0, 0.5,
-                       "Refuses updates much larger than the validator's own (scaling attacks)."),
+                       "Refuses updates much larger than the round's typical candidate (scaling attacks)."),
+    "peer_quantile": ("Typical candidate (quantile of the round's candidates)", 0.05, 1.0, 0.05,
+                      "Candidates are compared with the lower of the validator's own update and this quantile "
+                      "of all candidates' scores (0.5: the lower median), so hospitals whose data differ "
+                      "from the validator's are not rejected for it; attackers cannot move it outside "
+                      "the honest candidates' range while fewer than this fraction (and fewer than one "
+                      "minus it) of the candidates are theirs."),
 }
 
 

@@ -25,7 +25,7 @@ class Goal:
     - under the partitions in `no_honest_rejected_under` (IID: honest models look alike), no
       honest model is rejected in any round of any seed;
     - its mean final accuracy is at least that of every baseline defence in `baselines` that ran
-      in the same setting.
+      in the same setting, both over the seeds both ran.
     """
 
     accuracy_tolerance: float = 0.01
@@ -82,12 +82,11 @@ def summary_rows(results: Mapping[str, Any] | Evaluation) -> list[SummaryRow]:
         for defence in evaluation.defences()
         if (setting, defence) in by_group
     ]
-    by_setting: dict[Setting, list[SummaryRow]] = {}
-    for row in rows:
-        by_setting.setdefault(_setting_of(row), []).append(row)
     for row in rows:
         if row["defence"] == VERIFICATION:
-            row["goal_missed"] = _goal_missed(row, by_setting[_setting_of(row)])
+            setting = _setting_of(row)
+            baselines = {d: cells for (s, d), cells in by_group.items() if s == setting and d != VERIFICATION}
+            row["goal_missed"] = _goal_missed(row, by_group[(setting, VERIFICATION)], baselines)
             row["goal"] = not row["goal_missed"]
     return rows
 
@@ -128,7 +127,8 @@ def _total(values: Iterable[int | None]) -> int | None:
     return sum(counted) if counted else None
 
 
-def _goal_missed(row: SummaryRow, setting_rows: list[SummaryRow], goal: Goal = GOAL) -> list[str]:
+def _goal_missed(row: SummaryRow, verified: list[Cell], baselines: Mapping[str, list[Cell]],
+                 goal: Goal = GOAL) -> list[str]:
     """The goal's criteria that the verification `row` misses, each as a short reason."""
     missed = []
     final, reference = row["final_mean"], row["reference_mean"]
@@ -140,15 +140,22 @@ def _goal_missed(row: SummaryRow, setting_rows: list[SummaryRow], goal: Goal = G
         missed.append(f"backdoor {row['backdoor_mean']:.0%} > {goal.max_backdoor:.0%}")
     if row["partition"] in goal.no_honest_rejected_under and row["honest_rejected"]:
         missed.append(f"{row['honest_rejected']} honest rejected under {row['partition'].upper()}")
-    if final is not None:
-        beaten_by = [
-            other["defence"] for other in setting_rows
-            if other["defence"] in goal.baselines and other["final_mean"] is not None
-            and final < other["final_mean"] - _TIE
-        ]
-        if beaten_by:
-            missed.append(f"below {', '.join(beaten_by)}")
+    beaten_by = [defence for defence, cells in baselines.items()
+                 if defence in goal.baselines and _beaten(verified, cells)]
+    if beaten_by:
+        missed.append(f"below {', '.join(beaten_by)}")
     return missed
+
+
+def _beaten(verified: list[Cell], baseline: list[Cell]) -> bool:
+    """Whether the baseline's mean final accuracy beats the verification's over the seeds both
+    ran (a baseline run on fewer seeds is compared on those alone)."""
+    ours = {c.seed: c.final_accuracy for c in verified if c.final_accuracy is not None}
+    theirs = {c.seed: c.final_accuracy for c in baseline if c.final_accuracy is not None}
+    common = sorted(ours.keys() & theirs.keys())
+    if not common:
+        return False
+    return statistics.fmean(ours[s] for s in common) < statistics.fmean(theirs[s] for s in common) - _TIE
 
 
 # -- Formatting shared by the Markdown table and the HTML report --------------------------------

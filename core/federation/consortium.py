@@ -374,10 +374,10 @@ class PolicyEntry(_Record):
     @model_validator(mode="after")
     def _digest_matches(self) -> PolicyEntry:
         expected = {f.name for f in dataclass_fields(VerificationPolicy)}
-        if set(self.thresholds) != expected:
+        if set(self.thresholds) not in (expected, expected - {"peer_quantile"}):  # the latter: files before it
             raise ValueError(f"policy thresholds must be exactly {', '.join(sorted(expected))}")
         try:
-            policy = VerificationPolicy(**self.thresholds)
+            policy = VerificationPolicy.from_record(self.thresholds)
         except ConfigError as exc:
             raise ValueError(exc.user_message) from exc
         if policy.digest() != self.digest:
@@ -389,7 +389,7 @@ class PolicyEntry(_Record):
         return cls(thresholds=policy.as_dict(), digest=policy.digest())
 
     def policy(self) -> VerificationPolicy:
-        return VerificationPolicy(**self.thresholds)
+        return VerificationPolicy.from_record(self.thresholds)
 
 
 class TimingEntry(_Record):

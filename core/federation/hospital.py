@@ -7,7 +7,7 @@ its own host will be reached through another `HospitalLink` and does the same th
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -141,7 +141,7 @@ class LocalHospital(HospitalLink):
         reference = self._honest_delta if self._honest_delta is not None else own.delta
         return ValidatorInput(self._info.hospital_id, self.data.validation, reference)
 
-    def vote(self, round_number: int, candidate: Candidate, scores: Scores, policy: VerificationPolicy) -> bool:
+    def vote(self, round_number: int, scores: Mapping[str, Scores], policy: VerificationPolicy) -> tuple[str, ...]:
         if self._attack is not None:
-            return candidate.hospital_id in self._colluders
-        return policy.accepts(scores)
+            return tuple(cid for cid in scores if cid in self._colluders)
+        return policy.accepted(scores)

@@ -9,7 +9,7 @@ other is the `RoundChannel` of `core.federation.channel`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from core.federation.policy import VerificationPolicy
 from core.federation.types import (
@@ -155,8 +155,8 @@ class HospitalLink(ABC):
         """The hospital's validation split and its own update, for the verifier."""
 
     @abstractmethod
-    def vote(self, round_number: int, candidate: Candidate, scores: Scores, policy: VerificationPolicy) -> bool:
-        """Accept (True) or reject a candidate, given the scores this hospital learned."""
+    def vote(self, round_number: int, scores: Mapping[str, Scores], policy: VerificationPolicy) -> tuple[str, ...]:
+        """The candidates this hospital accepts, given the scores it learned of each (by id)."""
 
     @property
     def wants_peer_updates(self) -> bool:

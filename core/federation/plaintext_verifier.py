@@ -71,6 +71,7 @@ class PlaintextVerifier(Verifier):
                     reference_norm=reference.norm,
                     margin=mean_margin(logits, y),
                     reference_margin=reference.margin,
+                    global_margin=reference.global_margin,
                 )
                 done += 1
                 progress(

@@ -18,22 +18,24 @@ from core.models.weights import Weights, add, norm
 
 @dataclass(frozen=True)
 class Reference:
-    """The `reference_*` fields of a validator's `Scores`."""
+    """The `reference_*` and `global_margin` fields of a validator's `Scores`."""
 
     accuracy: float
     margin: float
     norm: float
+    global_margin: float
 
 
 def reference_scores(
     evaluator: ModelEvaluator, global_weights: Weights, validator: ValidatorInput
 ) -> Reference:
-    """Accuracy and mean margin of global + the validator's own delta on its split, and the
-    norm of that delta."""
+    """Accuracy and mean margin of global + the validator's own delta on its split, the norm of
+    that delta, and the global model's own mean margin there."""
     data = validator.validation
     logits = evaluator.logits(add(global_weights, validator.own_delta), data.x)
     return Reference(
         accuracy=float(np.mean(np.argmax(logits, axis=1) == data.y)),
         margin=mean_margin(logits, data.y),
         norm=norm(validator.own_delta),
+        global_margin=mean_margin(evaluator.logits(global_weights, data.x), data.y),
     )

@@ -57,10 +57,13 @@ class ValidatorInput:
 class Scores:
     """What a validator learns about one candidate, and nothing more.
 
-    `reference_*` are the validator's own values (its own update on its own split), against
-    which the policy compares the candidate. `margin` is the mean, over the split, of the true
-    class's logit minus the mean of the other classes' logits: linear in the logits, so cheap in
-    SMPC, and it falls for a label-flipped model long before its accuracy does.
+    `reference_*` are the validator's own values (its own update on its own split) and
+    `global_margin` the current global model's margin there, from which (with the scores of the
+    round's other candidates) the policy builds its yardstick. `global_margin` is None in
+    ballots cast before it was scored; it is left out of `as_dict` then, so their hashes hold.
+    `margin` is the mean, over the split, of the true class's logit minus the mean of the other
+    classes' logits: linear in the logits, so cheap in SMPC, and it falls for a label-flipped
+    model long before its accuracy does.
     """
 
     correct: int
@@ -71,13 +74,15 @@ class Scores:
     reference_norm: float
     margin: float = 0.0
     reference_margin: float = 0.0
+    global_margin: float | None = None
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        extra = {} if self.global_margin is None else {"global_margin": self.global_margin}
+        return extra | {
             "accuracy": self.accuracy,
             "correct": float(self.correct),
             "total": float(self.total),

@@ -244,7 +244,7 @@ def recorded_policy(policy: dict[str, Any]) -> VerificationPolicy | None:
     them is not trusted: it is what a changed threshold would leave behind)."""
     names = {f.name for f in fields(VerificationPolicy)}
     try:
-        return VerificationPolicy(**{k: float(v) for k, v in policy.items() if k in names})
+        return VerificationPolicy.from_record({k: float(v) for k, v in policy.items() if k in names})
     except (TypeError, ValueError, ConfigError):
         return None
 
@@ -387,7 +387,8 @@ def _check_ballot(ballot: Ballot, history: LedgerHistory, local: list[RoundView]
         notes.append(f"{who}: no policy with the round's digest is recorded here; its votes were not checked "
                      "against the policy")
         return None
-    expected = [c for c in entry.candidates if c in ballot.scores and policy.accepts(ballot.scores[c])]
+    accepted = policy.accepted(ballot.scores)
+    expected = [c for c in entry.candidates if c in accepted]
     if sorted(expected) != sorted(vote.accepted):
         return (f"{who} accepts {sorted(vote.accepted)}, but the round's policy accepts {sorted(expected)} "
                 "for its scores")

@@ -155,7 +155,7 @@ def _simulation_config(values: dict[str, Any], **changes: Any) -> SimulationConf
     config = {k: v for k, v in values.items() if k in known}
     config["drop_columns"] = tuple(config.get("drop_columns") or ())
     if isinstance(config.get("policy"), dict):
-        config["policy"] = VerificationPolicy(**config["policy"])
+        config["policy"] = VerificationPolicy.from_record(config["policy"])
     config.update(changes)
     return SimulationConfig(**config)
 

@@ -49,13 +49,20 @@ def test_similarity_norm_and_margin_match_plaintext(scored) -> None:
         assert s.reference_accuracy == p.reference_accuracy
         assert s.reference_norm == pytest.approx(p.reference_norm)
         assert s.reference_margin == pytest.approx(p.reference_margin, abs=1e-6)
+        assert s.global_margin is not None and s.global_margin == pytest.approx(p.global_margin, abs=1e-6)
 
 
 def test_decisions_match_plaintext_across_attacks(scored) -> None:
     scenario, secure, plain, _, _ = scored
     policy = VerificationPolicy()
-    secure_votes = {k: policy.accepts(v) for k, v in secure.items()}
-    plain_votes = {k: policy.accepts(v) for k, v in plain.items()}
+
+    def votes(matrix):  # each validator judges its own row, as a node does
+        rows: dict[str, dict] = {}
+        for (validator, candidate), s in matrix.items():
+            rows.setdefault(validator, {})[candidate] = s
+        return {(v, c): c in policy.accepted(row) for v, row in rows.items() for c in row}
+
+    secure_votes, plain_votes = votes(secure), votes(plain)
     assert secure_votes == plain_votes
     # The scenario must exercise both outcomes, or agreement would prove nothing.
     rejected = {c for (_, c), ok in plain_votes.items() if not ok}

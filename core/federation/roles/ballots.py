@@ -64,6 +64,7 @@ def scores_from_dict(data: Mapping[str, float]) -> Scores:
         reference_norm=float(data["reference_norm"]),
         margin=float(data.get("margin", 0.0)),
         reference_margin=float(data.get("reference_margin", 0.0)),
+        global_margin=float(data["global_margin"]) if "global_margin" in data else None,
     )
 
 

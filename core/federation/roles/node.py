@@ -309,8 +309,7 @@ class HospitalNode:
         # scores and gets no accepting vote.
         candidates = [c for c in candidates if (hid, c.hospital_id) in matrix]
         scores: dict[str, Scores] = {c.hospital_id: matrix[(hid, c.hospital_id)] for c in candidates}
-        accepted = tuple(c.hospital_id for c in candidates
-                         if self.hospital.vote(n, c, scores[c.hospital_id], self.policy))
+        accepted = self.hospital.vote(n, scores, self.policy)
         return Ballot(n, view.attempt, hid, accepted, scores)
 
     # -- final ------------------------------------------------------------------------------------

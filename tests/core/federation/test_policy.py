@@ -1,53 +1,116 @@
-"""The honest validator's policy: each criterion rejects what it is for and nothing else."""
+"""The honest validator's policy: each criterion rejects what it is for and nothing else, against
+a yardstick the attackers cannot move outside the honest candidates' range."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from core.errors import ConfigError
-from core.federation.policy import VerificationPolicy
+from core.federation.policy import VerificationPolicy, lower_quantile
 from core.federation.types import Scores
 
-HONEST = Scores(correct=17, total=18, cosine=0.4, norm=1.1, reference_accuracy=18 / 18, reference_norm=1.0,
-                margin=7.0, reference_margin=8.0)
+# A validator's own update on its own split: 18 of 18 right, margin 8, norm 1.
+OWN = Scores(correct=18, total=18, cosine=1.0, norm=1.0, reference_accuracy=18 / 18, reference_norm=1.0,
+             margin=8.0, reference_margin=8.0, global_margin=6.0)
+HONEST = replace(OWN, correct=17, cosine=0.4, norm=1.1, margin=7.0)
+
+
+def round_of(candidate: Scores, **others: Scores) -> dict[str, Scores]:
+    """One validator's row: its own update, two honest peers, the candidate under test."""
+    return {"own": OWN, "peer1": HONEST, "peer2": replace(HONEST, norm=0.9), "x": candidate, **others}
+
+
+def reasons(candidate: Scores, policy: VerificationPolicy | None = None, **others: Scores) -> list[str]:
+    return (policy or VerificationPolicy()).rejections(round_of(candidate, **others))["x"]
 
 
 def test_honest_scores_pass() -> None:
-    assert VerificationPolicy().accepts(HONEST)
-    assert VerificationPolicy().reasons_to_reject(HONEST) == []
+    assert VerificationPolicy().accepted(round_of(HONEST)) == ("own", "peer1", "peer2", "x")
+    assert reasons(HONEST) == []
 
 
 def test_accuracy_tolerance_widens_for_small_validation_splits() -> None:
-    policy = VerificationPolicy()
-    one_case_worse_of_18 = replace(HONEST, correct=15)  # 0.833 vs own 1.0
-    assert policy.accepts(one_case_worse_of_18)
-    same_rate_of_1800 = replace(HONEST, correct=1500, total=1800)
-    assert not policy.accepts(same_rate_of_1800)
-    assert "accuracy" in policy.reasons_to_reject(same_rate_of_1800)[0]
+    one_case_worse_of_18 = replace(HONEST, correct=15)  # 0.833 vs yardstick 0.944
+    assert reasons(one_case_worse_of_18) == []
+    big = dict(total=1800, reference_accuracy=1.0)
+    row = {"own": replace(OWN, correct=1800, **big), "peer1": replace(HONEST, correct=1780, **big),
+           "peer2": replace(HONEST, correct=1790, **big), "x": replace(HONEST, correct=1500, **big)}
+    found = VerificationPolicy().rejections(row)["x"]
+    assert found and found[0].startswith("accuracy")
 
 
 def test_label_flip_signature_is_rejected_by_margin_even_at_equal_accuracy() -> None:
     flipped = replace(HONEST, correct=18, margin=0.2)
-    reasons = VerificationPolicy().reasons_to_reject(flipped)
-    assert len(reasons) == 1 and reasons[0].startswith("margin")
+    found = reasons(flipped)
+    assert len(found) == 1 and found[0].startswith("margin")
 
 
-def test_scaled_update_is_rejected_by_norm() -> None:
-    scaled = replace(HONEST, norm=5.0)
-    assert VerificationPolicy().reasons_to_reject(scaled)[0].startswith("norm")
+def test_scaled_update_is_rejected_by_norm_against_the_typical_candidate() -> None:
+    found = reasons(replace(HONEST, norm=5.0))
+    assert len(found) == 1 and found[0].startswith("norm") and "typical 1" in found[0]
 
 
 def test_opposite_update_is_rejected_by_cosine() -> None:
-    flipped = replace(HONEST, cosine=-0.9)
-    assert VerificationPolicy().reasons_to_reject(flipped)[0].startswith("cosine")
+    assert reasons(replace(HONEST, cosine=-0.9))[0].startswith("cosine")
+
+
+def test_a_skewed_hospitals_honest_update_is_judged_against_the_typical_candidate() -> None:
+    # Measured shape (diabetes, Dirichlet 0.5): the validator's own update is right on 80 % of its
+    # split, every other hospital's honest update on 24-56 %, margins far below its own.
+    own = Scores(correct=20, total=25, cosine=1.0, norm=1.0, reference_accuracy=0.8, reference_norm=1.0,
+                 margin=2.1, reference_margin=2.1, global_margin=0.3)
+    foreign = [replace(own, correct=c, cosine=0.1, norm=n, margin=m)
+               for c, n, m in ((9, 1.2, 0.1), (7, 0.9, 0.05), (10, 1.3, 0.2))]
+    noise = replace(own, correct=0, cosine=0.0, norm=1.1, margin=-3.0)
+    row = {"own": own, "h1": foreign[0], "h3": foreign[1], "h4": foreign[2], "noise": noise}
+    assert VerificationPolicy().accepted(row) == ("own", "h1", "h3", "h4")
+    own_only = VerificationPolicy(peer_quantile=1.0)  # the yardstick is the own update itself
+    assert own_only.accepted(row) == ("own",)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_attackers_too_few_for_the_quantile_cannot_move_it_outside_the_honest_range(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q = 0.5 if seed < 20 else float(rng.uniform(0.2, 0.8))
+    honest = list(rng.uniform(0.3, 0.9, size=int(rng.integers(3, 9))))
+    attackers = 0
+    while (attackers + 1) < q * (len(honest) + attackers + 1) and (attackers + 1) < (1 - q) * (
+            len(honest) + attackers + 1):
+        attackers += 1  # the most the bound allows
+    for extreme in (-1e9, 1e9):
+        for placed in ([extreme] * attackers, list(rng.uniform(-1e9, 1e9, size=attackers))):
+            value = lower_quantile(honest + placed, q)
+            assert min(honest) <= value <= max(honest)
+    # One attacker more than the bound can move it outside (the bound is tight for q = 0.5).
+    if q == 0.5:
+        assert lower_quantile(honest + [-1e9] * (attackers + 1), q) == -1e9 or \
+            lower_quantile(honest + [1e9] * (attackers + 1), q) == 1e9
+
+
+def test_the_yardstick_is_never_above_the_own_update_so_peers_only_widen_acceptance() -> None:
+    strong_peers = round_of(HONEST, peer3=replace(HONEST, correct=18, margin=30.0), peer4=replace(HONEST, margin=30.0))
+    yardstick = VerificationPolicy().yardstick(list(strong_peers.values()))
+    assert yardstick.accuracy <= OWN.reference_accuracy and yardstick.margin <= OWN.reference_margin
+
+
+def test_the_global_models_margin_caps_the_margin_yardstick_and_old_ballots_do_without() -> None:
+    # Early rounds: the global model is barely confident, and so is an honest update from skewed data.
+    weak = {k: replace(v, global_margin=0.5) for k, v in round_of(replace(HONEST, margin=0.2)).items()}
+    assert VerificationPolicy().yardstick(list(weak.values())).margin == 0.5
+    assert "x" in VerificationPolicy().accepted(weak)
+    old = {k: replace(v, global_margin=None) for k, v in weak.items()}
+    assert VerificationPolicy().yardstick(list(old.values())).margin == 7.0
+    assert "x" not in VerificationPolicy().accepted(old)
+    assert "global_margin" not in old["x"].as_dict()  # so an old ballot still opens to its hash
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_accuracy_drop": -0.1}, {"min_cosine": 1.5}, {"max_norm_ratio": 0.0}, {"accuracy_z": 9.0},
-     {"min_margin_ratio": 2.0}],
+     {"min_margin_ratio": 2.0}, {"peer_quantile": 0.0}, {"peer_quantile": 1.5}],
 )
 def test_invalid_thresholds_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
@@ -57,3 +120,19 @@ def test_invalid_thresholds_are_refused(kwargs: dict[str, float]) -> None:
 def test_digest_is_stable_and_changes_with_any_threshold() -> None:
     assert VerificationPolicy().digest() == VerificationPolicy().digest()
     assert VerificationPolicy().digest() != VerificationPolicy(max_norm_ratio=2.5).digest()
+    assert VerificationPolicy().digest() != VerificationPolicy(peer_quantile=0.6).digest()
+
+
+def test_an_empty_round_accepts_nothing() -> None:
+    assert VerificationPolicy().accepted({}) == ()
+
+
+def test_a_policy_recorded_before_the_peer_yardstick_keeps_its_rule_and_digest() -> None:
+    recorded = {"max_accuracy_drop": 0.1, "min_cosine": -0.7, "max_norm_ratio": 3.0, "accuracy_z": 2.0,
+                "min_margin_ratio": 0.2}
+    old = VerificationPolicy.from_record(recorded)
+    assert old.peer_quantile is None and old.as_dict() == recorded  # so its digest is the one on record
+    # The own update is the yardstick: a skewed peer that the typical candidate lets through is refused.
+    row = round_of(replace(HONEST, correct=10), peer1=replace(HONEST, correct=11), peer2=replace(HONEST, correct=10))
+    assert "x" not in old.accepted(row) and "x" in VerificationPolicy().accepted(row)
+    assert old.yardstick(list(row.values())).norm == OWN.reference_norm
