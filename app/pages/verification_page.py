@@ -215,6 +215,7 @@ class VerificationPage(QWidget):
                                   percent(round_.accuracy), "", "", "", short_hash(round_.global_hash)])
         parent.setToolTip(7, round_.global_hash or "")
         self.tree.addTopLevelItem(parent)
+        verdicts = round_.policy_verdicts()
         for m in round_.models:
             means = {k: np.mean([v.scores[k] for v in m.votes if k in v.scores]) if m.votes else None
                      for k in SCORE_KEYS}
@@ -230,6 +231,9 @@ class VerificationPage(QWidget):
                 grandchild = QTreeWidgetItem([f"vote of {vote.validator_id}", "accept" if vote.accept else "reject",
                                               "", *(_score(vote.scores.get(k)) for k in SCORE_KEYS), ""])
                 grandchild.setForeground(1, QBrush(ACCEPTED if vote.accept else REJECTED))
+                verdict = verdicts.get((vote.validator_id, m.hospital_id))
+                if verdict is not None:
+                    grandchild.setToolTip(1, _explain(verdict, vote.accept))
                 child.addChild(grandchild)
         for failure in round_.failures:
             parent.addChild(QTreeWidgetItem([failure.hospital_id, "failed", failure.stage, "", "", "", "",
@@ -428,3 +432,12 @@ def _swatch(color: str) -> str:
 
 def _score(value: float | None) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _explain(reasons: list[str], accepted: bool) -> str:
+    """What the round's policy makes of a vote's scores, for the vote's tooltip."""
+    verdict = ("The round's policy accepts these scores." if not reasons
+               else "The round's policy rejects these scores: " + "; ".join(reasons) + ".")
+    if accepted == (not reasons):
+        return verdict
+    return verdict + " This vote went the other way (the ledger audit flags a vote its policy does not give)."

@@ -6,7 +6,8 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from core.errors import ConfigError
 from core.federation.types import Scores
@@ -159,3 +160,14 @@ class VerificationPolicy:
         """Hex SHA-256 of the canonical JSON form, recorded on the ledger with each round."""
         canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def recorded_policy(record: Mapping[str, Any]) -> VerificationPolicy | None:
+    """The policy a local round recorded, rebuilt from its thresholds; None when they do not
+    make a valid policy. The digest stored beside them is not trusted (it is what a changed
+    threshold would leave behind): callers compare the rebuilt policy's own digest."""
+    names = {f.name for f in fields(VerificationPolicy)}
+    try:
+        return VerificationPolicy.from_record({k: float(v) for k, v in record.items() if k in names})
+    except (TypeError, ValueError, ConfigError):
+        return None

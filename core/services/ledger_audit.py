@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
 from core.federation.consortium import Consortium, load_consortium
-from core.federation.policy import VerificationPolicy
+from core.federation.policy import VerificationPolicy, recorded_policy
 from core.federation.roles.ballots import Ballot, scores_hash
 from core.settings import Settings
 from core.state.blobs import BlobStore
@@ -237,16 +237,6 @@ def _compare_state(history: LedgerHistory,
             problems.append(f"ledger {entry.label} finalised with {entry.global_hash} is missing from the local "
                             "database")
     return problems
-
-
-def recorded_policy(policy: dict[str, Any]) -> VerificationPolicy | None:
-    """The policy a local round recorded, rebuilt from its thresholds (the digest stored beside
-    them is not trusted: it is what a changed threshold would leave behind)."""
-    names = {f.name for f in fields(VerificationPolicy)}
-    try:
-        return VerificationPolicy.from_record({k: float(v) for k, v in policy.items() if k in names})
-    except (TypeError, ValueError, ConfigError):
-        return None
 
 
 def _compare_round(local: RoundView, chain: RoundEntry) -> list[str]:

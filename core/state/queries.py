@@ -123,6 +123,31 @@ class RoundView:
     def model(self, hospital_id: str) -> ModelView | None:
         return next((m for m in self.models if m.hospital_id == hospital_id), None)
 
+    def policy_verdicts(self) -> dict[tuple[str, str], list[str]]:
+        """(validator, candidate) -> what the round's policy makes of that validator's scores:
+        its reasons to reject, empty when it accepts. Each validator is judged on its whole row,
+        as it voted; a vote recorded without scores, or a round without a readable policy, has
+        no entry (an attacker's vote may differ from its verdict: that is what the audit flags)."""
+        from core.federation.policy import recorded_policy
+        from core.federation.roles.ballots import scores_from_dict
+
+        policy = recorded_policy(self.policy)
+        if policy is None:
+            return {}
+        rows: dict[str, dict[str, Any]] = {}
+        for m in self.models:
+            for vote in m.votes:
+                if vote.scores:
+                    rows.setdefault(vote.validator_id, {})[m.hospital_id] = vote.scores
+        verdicts: dict[tuple[str, str], list[str]] = {}
+        for validator, row in rows.items():
+            try:
+                judged = policy.rejections({c: scores_from_dict(s) for c, s in row.items()})
+            except (KeyError, TypeError, ValueError):
+                continue
+            verdicts |= {(validator, c): reasons for c, reasons in judged.items()}
+        return verdicts
+
 
 @dataclass(frozen=True)
 class SeriesPoint:

@@ -63,6 +63,10 @@ def test_an_attacking_hospital_is_rejected_and_the_round_is_on_the_ledger(
                                    "Hospital 4 (attacker)": "rejected"}
     attacker = window.verification.tree.topLevelItem(0).child(3)
     assert attacker.childCount() == 4  # every registered hospital's vote on it
+    votes = {attacker.child(i).text(0): attacker.child(i) for i in range(4)}
+    assert votes["vote of hospital-1"].toolTip(1).startswith("The round's policy rejects these scores: ")
+    honest = window.verification.tree.topLevelItem(0).child(0).child(0)
+    assert honest.toolTip(1) == "The round's policy accepts these scores."
     assert "1 rejected" in window.verification.ratio_label.text()
     assert len(window.verification.with_bars.opts["height"]) == 1
 

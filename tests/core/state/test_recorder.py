@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,28 @@ def test_a_whole_round_reads_back_through_the_queries(db: Database, recorder: Sq
     # The engine hands the votes twice (record_votes and the outcome): stored once.
     assert count(db, VoteRecord) == 16
     assert count(db, ModelRecord) == 4
+
+
+def test_each_vote_reads_back_with_what_the_rounds_policy_makes_of_its_scores(
+    db: Database, recorder: SqliteRecorder
+) -> None:
+    run_round_stepwise(recorder, 1)
+    (round_,) = queries.list_rounds(db, recorder.federation_id)
+
+    verdicts = round_.policy_verdicts()
+
+    assert len(verdicts) == 16
+    assert verdicts[("h1", "h2")] == []
+    assert [r.split()[0] for r in verdicts[("h1", "h4")]] == ["accuracy", "cosine", "norm"]  # min_cosine 0 here
+    # The colluding h4 accepted itself although its scores say otherwise: the verdict says so.
+    assert verdicts[("h4", "h4")] and next(v for v in round_.model("h4").votes if v.validator_id == "h4").accept
+
+
+def test_a_round_without_a_readable_policy_has_no_verdicts(db: Database, recorder: SqliteRecorder) -> None:
+    run_round_stepwise(recorder, 1)
+    (round_,) = queries.list_rounds(db, recorder.federation_id)
+    broken = dataclasses.replace(round_, policy={"max_norm_ratio": "much"})
+    assert broken.policy_verdicts() == {}
 
 
 def test_finalize_alone_records_the_whole_outcome(db: Database, recorder: SqliteRecorder) -> None:
