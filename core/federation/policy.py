@@ -38,7 +38,7 @@ class VerificationPolicy:
     Each candidate is compared with a yardstick (`yardstick`): for accuracy and confidence the
     lower of the validator's own update and the `peer_quantile` quantile of all candidates'
     values on its split (the typical candidate there); for confidence also the current global
-    model's. On skewed data a validator's own update is far better on its own split than any
+    model's while that is not positive (no confidence yet: the margin test waits). On skewed data a validator's own update is far better on its own split than any
     other hospital's honest update (measured on diabetes under Dirichlet 0.5: 0.24-0.56 against
     its own 0.80-0.92), so comparing with the own update alone rejected honest hospitals; the
     typical candidate is as foreign to the validator's data as the honest one is. While fewer
@@ -106,7 +106,11 @@ class VerificationPolicy:
         if q is None:
             return Yardstick(own.reference_accuracy, own.reference_margin, own.reference_norm)
         margin = min(own.reference_margin, lower_quantile([s.margin for s in row], q))
-        if own.global_margin is not None:  # ballots cast before it was scored lack it
+        # While the global model has no confidence on this split yet (margin <= 0, as from
+        # random weights), neither can an honest update from other data, so the margin test
+        # waits. Capping by a confident global model too let label flippers through (IID, 4
+        # hospitals: tests/test_secure_deployment.py).
+        if own.global_margin is not None and own.global_margin <= 0:  # None: ballots cast before it
             margin = min(margin, own.global_margin)
         return Yardstick(
             accuracy=min(own.reference_accuracy, lower_quantile([s.accuracy for s in row], q)),

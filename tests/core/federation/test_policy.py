@@ -96,14 +96,18 @@ def test_the_yardstick_is_never_above_the_own_update_so_peers_only_widen_accepta
     assert yardstick.accuracy <= OWN.reference_accuracy and yardstick.margin <= OWN.reference_margin
 
 
-def test_the_global_models_margin_caps_the_margin_yardstick_and_old_ballots_do_without() -> None:
-    # Early rounds: the global model is barely confident, and so is an honest update from skewed data.
-    weak = {k: replace(v, global_margin=0.5) for k, v in round_of(replace(HONEST, margin=0.2)).items()}
-    assert VerificationPolicy().yardstick(list(weak.values())).margin == 0.5
-    assert "x" in VerificationPolicy().accepted(weak)
-    old = {k: replace(v, global_margin=None) for k, v in weak.items()}
+def test_a_global_model_without_confidence_yet_puts_the_margin_test_off_and_old_ballots_do_without() -> None:
+    # Round 1 from random weights: the global model has no margin on the split, nor has an
+    # honest update trained on other data.
+    start = {k: replace(v, global_margin=-0.05) for k, v in round_of(replace(HONEST, margin=-0.5)).items()}
+    assert VerificationPolicy().yardstick(list(start.values())).margin == -0.05
+    assert "x" in VerificationPolicy().accepted(start)
+    # A confident global model does not lower the yardstick: a collapsed margin is refused.
+    confident = {k: replace(v, global_margin=0.5) for k, v in round_of(replace(HONEST, margin=0.2)).items()}
+    assert VerificationPolicy().yardstick(list(confident.values())).margin == 7.0
+    assert "x" not in VerificationPolicy().accepted(confident)
+    old = {k: replace(v, global_margin=None) for k, v in start.items()}
     assert VerificationPolicy().yardstick(list(old.values())).margin == 7.0
-    assert "x" not in VerificationPolicy().accepted(old)
     assert "global_margin" not in old["x"].as_dict()  # so an old ballot still opens to its hash
 
 
