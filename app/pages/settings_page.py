@@ -38,8 +38,8 @@ POLICY_FIELDS = {
     "accuracy_z": ("Allowance for small validation sets (standard errors)", 0.0, 5.0, 0.5,
                    "Widens the accuracy tolerance on small validation splits."),
     "min_margin_ratio": ("Smallest confidence ratio", -1.0, 1.0, 0.05,
-                         "The candidate's mean logit margin relative to the yardstick's (also at most the "
-                         "current global model's)."),
+                         "The candidate's mean logit margin relative to the yardstick's; the test waits "
+                         "while the current global model has no confidence on the split (margin <= 0)."),
     "min_cosine": ("Smallest cosine to the validator's update", -1.0, 1.0, 0.05,
                    "Refuses updates that point against the validator's own."),
     "max_norm_ratio": ("Largest update size ratio", 0.1, 100.0, 0.5,

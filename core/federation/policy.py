@@ -38,10 +38,11 @@ class VerificationPolicy:
     Each candidate is compared with a yardstick (`yardstick`): for accuracy and confidence the
     lower of the validator's own update and the `peer_quantile` quantile of all candidates'
     values on its split (the typical candidate there); for confidence also the current global
-    model's while that is not positive (no confidence yet: the margin test waits). On skewed data a validator's own update is far better on its own split than any
-    other hospital's honest update (measured on diabetes under Dirichlet 0.5: 0.24-0.56 against
-    its own 0.80-0.92), so comparing with the own update alone rejected honest hospitals; the
-    typical candidate is as foreign to the validator's data as the honest one is. While fewer
+    model's while that is not positive (no confidence yet: the margin test waits). On skewed
+    data a validator's own update is far better on its own split than any other hospital's
+    honest update (measured on diabetes under Dirichlet 0.5: 0.24-0.56 against its own
+    0.80-0.92), so comparing with the own update alone rejected honest hospitals; the typical
+    candidate is as foreign to the validator's data as the honest one is. While fewer
     than half of the candidates are poisoned (for another quantile q: fewer than q and 1 - q of
     them), that quantile lies within the honest candidates' range (`lower_quantile`), so
     attackers cannot drag it outside; and the accuracy and margin yardsticks are never above the

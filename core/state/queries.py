@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from core.data.dataset import Dataset
 from core.errors import StateError
+from core.federation.policy import recorded_policy
+from core.federation.roles.ballots import scores_from_dict
 from core.state.db import Database
 from core.state.models import (
     Dataset as DatasetRow,
@@ -128,9 +130,6 @@ class RoundView:
         its reasons to reject, empty when it accepts. Each validator is judged on its whole row,
         as it voted; a vote recorded without scores, or a round without a readable policy, has
         no entry (an attacker's vote may differ from its verdict: that is what the audit flags)."""
-        from core.federation.policy import recorded_policy
-        from core.federation.roles.ballots import scores_from_dict
-
         policy = recorded_policy(self.policy)
         if policy is None:
             return {}
