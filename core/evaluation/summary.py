@@ -221,3 +221,35 @@ def markdown_table(rows: Iterable[SummaryRow]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(text.replace("|", "\\|") for text in summary_cells(row)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(rows: Iterable[SummaryRow]) -> str:
+    """Every defence's final accuracy side by side, one line per setting (for the README): the
+    reference, then the defences in the rows' order, each as mean ± standard deviation over its
+    seeds, "(n=K)" added where a defence ran on other seeds than the setting's most, and the best
+    mean (ties included) in bold."""
+    by_setting: dict[Setting, dict[str, SummaryRow]] = {}
+    for row in rows:
+        by_setting.setdefault(_setting_of(row), {})[row["defence"]] = row
+    defences = list(dict.fromkeys(d for line in by_setting.values() for d in line))
+    headers = ["Dataset", "Partition", "Attack", "Malicious", "Reference (%)", *defences]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * 4 + "---:|" * (len(headers) - 4)]
+    for setting, line in by_setting.items():
+        seeds = max(r["seeds"] for r in line.values())
+        finals = [r["final_mean"] for r in line.values() if r["final_mean"] is not None]
+        best = max(finals, default=None)
+        # The reference federation does not depend on the defence: take it over the most seeds.
+        reference = max(line.values(), key=lambda r: r["seeds"])
+        texts = [setting.dataset, partition_label(setting.partition, setting.alpha), setting.attack,
+                 f"{setting.malicious_fraction:.0%}", percent(reference["reference_mean"], reference["reference_std"])]
+        for defence in defences:
+            row = line.get(defence)
+            if row is None:
+                texts.append("–")
+                continue
+            text = percent(row["final_mean"], row["final_std"])
+            if best is not None and row["final_mean"] is not None and row["final_mean"] >= best - _TIE:
+                text = f"**{text}**"
+            texts.append(text if row["seeds"] == seeds else f"{text} (n={row['seeds']})")
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"

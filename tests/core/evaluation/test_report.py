@@ -17,6 +17,7 @@ from PIL import Image
 
 from core.errors import ConfigError
 from core.evaluation.report import ReportFiles, markdown_table, summary_rows, write_report
+from core.evaluation.summary import comparison_table
 
 DATASETS = ["breast_cancer", "diabetes"]
 ATTACKS = ["scaling", "backdoor"]
@@ -231,6 +232,28 @@ def test_the_markdown_table_has_a_line_per_row() -> None:
     assert table[0] == "| " + " | ".join(HEADERS) + " |"
     assert len(table) == 2 + len(rows)
     assert "| breast_cancer | IID | scaling | 40% | verification | 2 | 95.5 ± 0.7 |" in table[2]
+
+
+def test_the_comparison_table_puts_every_defence_of_a_setting_on_one_line() -> None:
+    results = make_results()
+    # krum ran seed 0 alone in one setting, and ties the verification's best mean in another.
+    results["cells"] = [c for c in results["cells"] if not (
+        (c["dataset"], c["partition"], c["attack"], c["defence"], c["seed"])
+        == ("diabetes", "iid", "backdoor", "krum", 1))]
+    for c in find(results, "breast_cancer", "dirichlet", "scaling", "krum"):
+        c["final_accuracy"] = 0.90 + 0.01 * c["seed"] - 0.002
+
+    table = comparison_table(summary_rows(results)).splitlines()
+
+    assert table[0] == "| Dataset | Partition | Attack | Malicious | Reference (%) | verification | fedavg | krum |"
+    assert len(table) == 2 + 2 * 2 * 2
+    assert ("| breast_cancer | IID | scaling | 40% | 96.0 ± 0.7 | **95.5 ± 0.7** | 55.0 ± 0.0 | 87.5 ± 0.7 |"
+            in table)
+    # The best mean is bold; the reference is over the setting's seeds, not the short defence's.
+    assert ("| diabetes | IID | backdoor | 40% | 91.5 ± 0.7 | **91.3 ± 0.7** | 55.0 ± 0.0 | 88.0 (n=1) |"
+            in table)
+    assert ("| breast_cancer | Dirichlet α=0.5 | scaling | 40% | 90.5 ± 0.7 | **90.3 ± 0.7** | 55.0 ± 0.0 "
+            "| **90.3 ± 0.7** |" in table)
 
 
 def test_partial_results_give_a_partial_report(tmp_path: Path) -> None:
