@@ -215,12 +215,16 @@ def markdown_table(rows: Iterable[SummaryRow]) -> str:
     """The summary rows as a GitHub Markdown table (for the README), accuracies in percent as
     mean ± standard deviation over seeds."""
     lines = [
-        "| " + " | ".join(SUMMARY_HEADERS) + " |",
+        _markdown_line(SUMMARY_HEADERS),
         "|" + "|".join("---" if i < 5 else "---:" for i in range(len(SUMMARY_HEADERS) - 1)) + "|---|",
     ]
-    for row in rows:
-        lines.append("| " + " | ".join(text.replace("|", "\\|") for text in summary_cells(row)) + " |")
+    lines += [_markdown_line(summary_cells(row)) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_line(texts: Iterable[str]) -> str:
+    """One Markdown table line; a '|' inside a text (a dataset path may hold one) is escaped."""
+    return "| " + " | ".join(text.replace("|", "\\|") for text in texts) + " |"
 
 
 def comparison_table(rows: Iterable[SummaryRow]) -> str:
@@ -233,13 +237,13 @@ def comparison_table(rows: Iterable[SummaryRow]) -> str:
         by_setting.setdefault(_setting_of(row), {})[row["defence"]] = row
     defences = list(dict.fromkeys(d for line in by_setting.values() for d in line))
     headers = ["Dataset", "Partition", "Attack", "Malicious", "Reference (%)", *defences]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * 4 + "---:|" * (len(headers) - 4)]
+    lines = [_markdown_line(headers), "|" + "---|" * 4 + "---:|" * (len(headers) - 4)]
     for setting, line in by_setting.items():
-        seeds = max(r["seeds"] for r in line.values())
         finals = [r["final_mean"] for r in line.values() if r["final_mean"] is not None]
         best = max(finals, default=None)
         # The reference federation does not depend on the defence: take it over the most seeds.
         reference = max(line.values(), key=lambda r: r["seeds"])
+        seeds = reference["seeds"]
         texts = [setting.dataset, partition_label(setting.partition, setting.alpha), setting.attack,
                  f"{setting.malicious_fraction:.0%}", percent(reference["reference_mean"], reference["reference_std"])]
         for defence in defences:
@@ -251,5 +255,5 @@ def comparison_table(rows: Iterable[SummaryRow]) -> str:
             if best is not None and row["final_mean"] is not None and row["final_mean"] >= best - _TIE:
                 text = f"**{text}**"
             texts.append(text if row["seeds"] == seeds else f"{text} (n={row['seeds']})")
-        lines.append("| " + " | ".join(texts) + " |")
+        lines.append(_markdown_line(texts))
     return "\n".join(lines) + "\n"
