@@ -40,6 +40,11 @@ POLICY_FIELDS = {
     "min_margin_ratio": ("Smallest confidence ratio", -1.0, 1.0, 0.05,
                          "The candidate's mean logit margin relative to the yardstick's; the test waits "
                          "while the current global model has no confidence on the split (margin <= 0)."),
+    "global_margin_ratio": ("Global model's confidence floor (ratio)", 0.0, 10.0, 0.1,
+                            "A candidate below the confidence ratio is refused only when its margin is also "
+                            "below this times the current global model's: a label-flipped model takes "
+                            "confidence away from the global model, an honest update from other patients "
+                            "does not, even when it is far less sure of the split than the validator's own."),
     "min_cosine": ("Smallest cosine to the validator's update", -1.0, 1.0, 0.05,
                    "Refuses updates that point against the validator's own."),
     "max_norm_ratio": ("Largest update size ratio", 0.1, 100.0, 0.5,

@@ -39,7 +39,7 @@ from core.data.dataset import DataKind, Dataset
 from core.errors import ConfigError, DataError
 from core.federation.aggregators import AGGREGATORS
 from core.federation.channel import Member, RoundTiming
-from core.federation.policy import VerificationPolicy
+from core.federation.policy import VerificationPolicy, recorded_thresholds
 from core.files import write_atomic
 from core.models.architecture import ARCHITECTURES, LayerSpec, ModelSpec
 
@@ -374,7 +374,7 @@ class PolicyEntry(_Record):
     @model_validator(mode="after")
     def _digest_matches(self) -> PolicyEntry:
         expected = {f.name for f in dataclass_fields(VerificationPolicy)}
-        if set(self.thresholds) not in (expected, expected - {"peer_quantile"}):  # the latter: files before it
+        if not recorded_thresholds(set(self.thresholds)):  # files before a later field lack it
             raise ValueError(f"policy thresholds must be exactly {', '.join(sorted(expected))}")
         try:
             policy = VerificationPolicy.from_record(self.thresholds)

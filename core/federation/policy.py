@@ -20,6 +20,9 @@ class Yardstick:
     accuracy: float
     margin: float
     norm: float
+    # The margin below which a candidate lowers the current global model's confidence on the
+    # split; None: no such floor (the rule before it, or a ballot cast before global margins).
+    global_margin: float | None = None
 
 
 def lower_quantile(values: Sequence[float], q: float) -> float:
@@ -29,6 +32,12 @@ def lower_quantile(values: Sequence[float], q: float) -> float:
     value, wherever the attacker puts its own."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+# Thresholds added after policies were first recorded, in the order they came; a recorded policy
+# lacks a suffix of them. None in each is the rule before it, and is left out of `as_dict`, so a
+# recorded policy keeps its digest.
+LATER_FIELDS: tuple[str, ...] = ("peer_quantile", "global_margin_ratio")
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,13 @@ class VerificationPolicy:
       where one case is several points), against the yardstick (catches label flipping, noise,
       sign flipping);
     - confidence: the candidate's mean logit margin on the validator's split at least
-      `min_margin_ratio` times the yardstick's (catches label flipping after convergence, when
-      accuracy no longer moves but the flipped model's margins collapse);
+      `min_margin_ratio` times the yardstick's, or at least `global_margin_ratio` times the
+      current global model's (catches label flipping after convergence, when accuracy no longer
+      moves but the flipped model's margins collapse). A flipped model is less sure of the true
+      classes than the global model it was trained from; an honest update from other patients
+      may be much less sure than the validator's own (a split of a dozen cases: measured on
+      diabetes IID, honest 0.02 against a yardstick of 0.30), but it does not take confidence
+      away from the global model, so it is not refused for it;
     - direction: cosine similarity to the validator's own update at least `min_cosine`, as
       FLTrust compares with its root update. Lenient by default: once the model converges,
       honest updates are mostly sampling noise and nearly orthogonal to each other (measured
@@ -66,7 +80,8 @@ class VerificationPolicy:
 
     `peer_quantile` None is the rule of policies recorded before the peer yardstick existed
     (consortium files, rounds on chain): every yardstick is the validator's own update, so
-    those keep meaning, and hashing to, what they did.
+    those keep meaning, and hashing to, what they did; `global_margin_ratio` None likewise
+    for those recorded before the global model's floor (`LATER_FIELDS`).
     """
 
     max_accuracy_drop: float = 0.10
@@ -75,6 +90,7 @@ class VerificationPolicy:
     accuracy_z: float = 2.0
     min_margin_ratio: float = 0.2
     peer_quantile: float | None = 0.5
+    global_margin_ratio: float | None = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
@@ -89,6 +105,12 @@ class VerificationPolicy:
             raise ConfigError("accuracy_z must lie between 0 and 5.")
         if self.peer_quantile is not None and not 0.0 < self.peer_quantile <= 1.0:
             raise ConfigError("peer_quantile must lie in (0, 1].")
+        if self.global_margin_ratio is not None and not 0.0 <= self.global_margin_ratio <= 10.0:
+            raise ConfigError("global_margin_ratio must lie between 0 and 10.")
+        present = [getattr(self, name) is not None for name in LATER_FIELDS]
+        if any(later and not earlier for earlier, later in zip(present, present[1:])):
+            raise ConfigError(f"A policy without one of {', '.join(LATER_FIELDS)} is one recorded before it "
+                              "existed, so it has none of those after it either.")
 
     def accuracy_tolerance(self, accuracy: float, total: int) -> float:
         """The allowed accuracy loss below `accuracy` on a split of `total` cases."""
@@ -113,10 +135,14 @@ class VerificationPolicy:
         # hospitals: tests/test_secure_deployment.py).
         if own.global_margin is not None and own.global_margin <= 0:  # None: ballots cast before it
             margin = min(margin, own.global_margin)
+        floor = None
+        if self.global_margin_ratio is not None and own.global_margin is not None:
+            floor = self.global_margin_ratio * own.global_margin
         return Yardstick(
             accuracy=min(own.reference_accuracy, lower_quantile([s.accuracy for s in row], q)),
             margin=margin,
             norm=lower_quantile([s.norm for s in row], q),
+            global_margin=floor,
         )
 
     def reasons_to_reject(self, scores: Scores, yardstick: Yardstick) -> list[str]:
@@ -126,9 +152,11 @@ class VerificationPolicy:
             reasons.append(
                 f"accuracy {scores.accuracy:.3f} below yardstick {yardstick.accuracy:.3f} - {tolerance:.3f}"
             )
-        if yardstick.margin > 0 and scores.margin < self.min_margin_ratio * yardstick.margin:
+        if (yardstick.margin > 0 and scores.margin < self.min_margin_ratio * yardstick.margin
+                and (yardstick.global_margin is None or scores.margin < yardstick.global_margin)):
+            floor = "" if yardstick.global_margin is None else f" and < global floor {yardstick.global_margin:.3f}"
             reasons.append(
-                f"margin {scores.margin:.3f} < {self.min_margin_ratio:g} x yardstick {yardstick.margin:.3f}"
+                f"margin {scores.margin:.3f} < {self.min_margin_ratio:g} x yardstick {yardstick.margin:.3f}{floor}"
             )
         if scores.cosine < self.min_cosine:
             reasons.append(f"cosine {scores.cosine:.3f} < {self.min_cosine:.2f}")
@@ -151,20 +179,28 @@ class VerificationPolicy:
 
     def as_dict(self) -> dict[str, float]:
         d = asdict(self)
-        if self.peer_quantile is None:  # as recorded before the field existed
-            del d["peer_quantile"]
+        for name in LATER_FIELDS:
+            if d[name] is None:  # as recorded before the field existed
+                del d[name]
         return d
 
     @classmethod
     def from_record(cls, thresholds: Mapping[str, float]) -> VerificationPolicy:
-        """The policy a consortium file or a round recorded; one without `peer_quantile` was
-        recorded before it existed and keeps the own-update rule (None)."""
-        return cls(**({"peer_quantile": None} | dict(thresholds)))
+        """The policy a consortium file or a round recorded; a field of `LATER_FIELDS` it lacks
+        did not exist when it was recorded, and keeps the rule of that time (None)."""
+        return cls(**(dict.fromkeys(LATER_FIELDS) | dict(thresholds)))
 
     def digest(self) -> str:
         """Hex SHA-256 of the canonical JSON form, recorded on the ledger with each round."""
         canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def recorded_thresholds(names: set[str]) -> bool:
+    """Whether `names` are the thresholds of a policy of some version: every field, less a
+    suffix of `LATER_FIELDS`."""
+    every = [f.name for f in fields(VerificationPolicy)]
+    return any(names == set(every) - set(LATER_FIELDS[k:]) for k in range(len(LATER_FIELDS) + 1))
 
 
 def recorded_policy(record: Mapping[str, Any]) -> VerificationPolicy | None:

@@ -76,6 +76,8 @@ def _raw(table: Dataset) -> dict:
         (lambda raw: raw["coordinator"].update(api_key="x"), "coordinator.api_key is not allowed"),
         (lambda raw: raw["policy"]["thresholds"].update(min_cosine=0.5), "digest does not match"),
         (lambda raw: raw["policy"]["thresholds"].pop("min_cosine"), "policy thresholds must be exactly"),
+        # Only a suffix of the later thresholds can be missing: no policy ever lacked just this one.
+        (lambda raw: raw["policy"]["thresholds"].pop("peer_quantile"), "policy thresholds must be exactly"),
         (lambda raw: raw.update(admin="0x1234"), "is not an Ethereum address"),
         (lambda raw: raw.update(aggregator="mean"), "unknown aggregator"),
         (lambda raw: raw["members"][0].update(store_url="ftp://x"), "is not an http(s):// URL"),
@@ -95,6 +97,17 @@ def test_an_invalid_record_is_refused_with_the_field_named(table: Dataset, chang
 
     assert message in caught.value.user_message
     assert isinstance(caught.value, ConfigError)
+
+
+def test_a_file_recorded_before_the_global_margin_floor_reads_with_its_rule_and_digest(table: Dataset) -> None:
+    raw = _raw(table)
+    older = VerificationPolicy.from_record({k: v for k, v in VerificationPolicy().as_dict().items()
+                                            if k != "global_margin_ratio"})
+    raw["policy"] = {"thresholds": older.as_dict(), "digest": older.digest()}
+
+    consortium = parse_consortium(json.dumps(raw), source="consortium.json")
+
+    assert consortium.verification_policy() == older and older.global_margin_ratio is None
 
 
 def test_an_unreadable_file_and_broken_json_are_refused(tmp_path: Path) -> None:
