@@ -20,9 +20,10 @@ class Yardstick:
     accuracy: float
     margin: float
     norm: float
-    # The margin below which a candidate lowers the current global model's confidence on the
-    # split; None: no such floor (the rule before it, or a ballot cast before global margins).
-    global_margin: float | None = None
+    # `global_margin_ratio` x the current global model's margin on the split: below it a
+    # candidate takes confidence away from the global model; None: no such floor (the rule
+    # before it, or a ballot cast before global margins).
+    margin_floor: float | None = None
 
 
 def lower_quantile(values: Sequence[float], q: float) -> float:
@@ -142,7 +143,7 @@ class VerificationPolicy:
             accuracy=min(own.reference_accuracy, lower_quantile([s.accuracy for s in row], q)),
             margin=margin,
             norm=lower_quantile([s.norm for s in row], q),
-            global_margin=floor,
+            margin_floor=floor,
         )
 
     def reasons_to_reject(self, scores: Scores, yardstick: Yardstick) -> list[str]:
@@ -153,8 +154,8 @@ class VerificationPolicy:
                 f"accuracy {scores.accuracy:.3f} below yardstick {yardstick.accuracy:.3f} - {tolerance:.3f}"
             )
         if (yardstick.margin > 0 and scores.margin < self.min_margin_ratio * yardstick.margin
-                and (yardstick.global_margin is None or scores.margin < yardstick.global_margin)):
-            floor = "" if yardstick.global_margin is None else f" and < global floor {yardstick.global_margin:.3f}"
+                and (yardstick.margin_floor is None or scores.margin < yardstick.margin_floor)):
+            floor = "" if yardstick.margin_floor is None else f" and < global floor {yardstick.margin_floor:.3f}"
             reasons.append(
                 f"margin {scores.margin:.3f} < {self.min_margin_ratio:g} x yardstick {yardstick.margin:.3f}{floor}"
             )
