@@ -45,6 +45,12 @@ POLICY_FIELDS = {
                             "below this times the current global model's: a label-flipped model takes "
                             "confidence away from the global model, an honest update from other patients "
                             "does not, even when it is far less sure of the split than the validator's own."),
+    "strict_margin_cases": ("Validation cases for the strict confidence test", 1.0, 1e6, 5.0,
+                            "On a split of at least this many cases a candidate less sure than both the "
+                            "round's typical candidate and the current global model is refused (the "
+                            "confidence ratio becomes 1): adaptive attacks and backdoors take confidence away "
+                            "from the global model. Smaller splits keep the smallest confidence ratio, since "
+                            "their margins are too noisy for it."),
     "min_cosine": ("Smallest cosine to the validator's update", -1.0, 1.0, 0.05,
                    "Refuses updates that point against the validator's own."),
     "max_norm_ratio": ("Largest update size ratio", 0.1, 100.0, 0.5,

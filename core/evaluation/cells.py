@@ -22,7 +22,7 @@ CELL_COLUMNS = (
     "dataset", "partition", "alpha", "attack", "defence", "malicious_fraction", "hospitals",
     "malicious", "seed", "rounds", "final_accuracy", "reference_accuracy", "clean_accuracy",
     "poisoned_accepted", "poisoned_total", "honest_rejected", "honest_total", "backdoor_success",
-    "seconds",
+    "reference_backdoor_success", "seconds",
 )
 
 
@@ -66,6 +66,10 @@ class Cell:
     honest_rejected: int | None
     honest_total: int | None
     backdoor_success: float | None
+    # The same trigger's success on the reference federation (what rejecting exactly the
+    # attackers ends with); None for an attack without a trigger and in cells written before it
+    # was measured.
+    reference_backdoor_success: float | None
     statuses: tuple[StatusRecord, ...]
 
     @property
@@ -184,6 +188,7 @@ def _cell(raw: Any, index: int) -> Cell:
         honest_rejected=field.count("honest_rejected"),
         honest_total=field.count("honest_total"),
         backdoor_success=field.number("backdoor_success"),
+        reference_backdoor_success=field.number("reference_backdoor_success"),
         statuses=field.statuses(),
     )
 

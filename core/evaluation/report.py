@@ -221,7 +221,11 @@ def _summary_intro() -> str:
         "<p>One row per dataset, partition, attack, malicious fraction and defence. Accuracies are in "
         "percent, mean ± standard deviation over the seeds; the gap is final minus reference accuracy in "
         "percentage points. Reference: the federation with the attackers left out; clean: no attacker. "
-        "Poisoned accepted and honest rejected count models over all rounds and seeds.</p>"
+        "Poisoned accepted and honest rejected count models over all rounds and seeds. Backdoor: the "
+        "share of triggered test samples (of other classes) the final model assigns the attack's target; "
+        "without attackers: the same share for the reference federation's model, what a verification "
+        "that rejects exactly the attackers ends with (on tables the trigger can be real evidence for "
+        "the target class).</p>"
         "<p>The goal (verification rows) is met when all of these hold:</p><ul>"
         f"<li>final accuracy ≥ reference accuracy − {tolerance:g} percentage "
         f"point{'' if tolerance == 1 else 's'};</li>"
@@ -229,11 +233,15 @@ def _summary_intro() -> str:
         f"<li>no honest model rejected under {escape(iid)} partitions;</li>"
         f"<li>final accuracy ≥ the mean final accuracy of every baseline that ran in the same setting "
         f"({escape(baselines)}).</li></ul>"
+        "<p>Goal of a perfect filter: the same criteria for a verification that rejects exactly the "
+        "attackers' models, so that the federation ends as the reference does. Where it misses one, no "
+        "verification followed by FedAvg can meet it: a baseline ends above the federation without the "
+        "attackers, or the attacker-free model already answers the trigger.</p>"
     )
 
 
 def _summary_table(rows: Sequence[SummaryRow]) -> str:
-    numeric = set(SUMMARY_HEADERS[5:-1])
+    numeric = set(SUMMARY_HEADERS[5:-2])
     lines = ['<table border="1" cellspacing="0" cellpadding="3">',
              "<tr>" + "".join(f"<th nowrap>{escape(h)}</th>" for h in SUMMARY_HEADERS) + "</tr>"]
     for row in rows:

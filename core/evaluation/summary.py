@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from core.evaluation.cells import VERIFICATION, Cell, Evaluation, Setting, read_evaluation
@@ -21,7 +21,8 @@ class Goal:
     - its final accuracy is at most `accuracy_tolerance` below the reference accuracy (the
       federation with the attackers left out), both as means over seeds;
     - where the attack plants a trigger, the backdoor succeeds on at most `max_backdoor` of the
-      triggered test samples (mean over seeds);
+      triggered test samples (mean over seeds), however often the reference federation answers
+      the trigger with the target already (a miss names that share);
     - under the partitions in `no_honest_rejected_under` (IID: honest models look alike), no
       honest model is rejected in any round of any seed;
     - its mean final accuracy is at least that of every baseline defence in `baselines` that ran
@@ -43,7 +44,9 @@ class SummaryRow(TypedDict):
     """One setting and defence over its seeds. Accuracies are fractions in [0, 1], `gap_points`
     is (final - reference) in percentage points; a mean is None when no seed measured it, a
     standard deviation (sample, n - 1) is None below two measurements. `goal` is None for the
-    baselines; `goal_missed` says which criteria a verification row missed."""
+    baselines; `goal_missed` says which criteria a verification row missed, and
+    `perfect_filter_missed` which of them a perfect filter would miss in its setting (None for
+    the baselines)."""
 
     dataset: str
     partition: str
@@ -65,8 +68,11 @@ class SummaryRow(TypedDict):
     honest_total: int | None
     backdoor_mean: float | None
     backdoor_std: float | None
+    reference_backdoor_mean: float | None
+    reference_backdoor_std: float | None
     goal: bool | None
     goal_missed: list[str]
+    perfect_filter_missed: list[str] | None
 
 
 def summary_rows(results: Mapping[str, Any] | Evaluation) -> list[SummaryRow]:
@@ -86,9 +92,25 @@ def summary_rows(results: Mapping[str, Any] | Evaluation) -> list[SummaryRow]:
         if row["defence"] == VERIFICATION:
             setting = _setting_of(row)
             baselines = {d: cells for (s, d), cells in by_group.items() if s == setting and d != VERIFICATION}
-            row["goal_missed"] = _goal_missed(row, by_group[(setting, VERIFICATION)], baselines)
+            verified = by_group[(setting, VERIFICATION)]
+            row["goal_missed"] = _goal_missed(row, verified, baselines)
             row["goal"] = not row["goal_missed"]
+            row["perfect_filter_missed"] = perfect_filter_missed(setting, verified, baselines)
     return rows
+
+
+def perfect_filter_missed(setting: Setting, verified: list[Cell], baselines: Mapping[str, list[Cell]],
+                          goal: Goal = GOAL) -> list[str]:
+    """The goal's criteria that a perfect filter followed by FedAvg would miss in `setting`: one
+    that rejects exactly the attackers' models ends as the reference federation does (its
+    accuracy, its answer to the trigger, no honest model rejected). Where it misses one, no
+    verification that only decides whom FedAvg takes in can meet it: a baseline ends above the
+    federation without the attackers (their updates still carried something useful, or it
+    aggregates differently), or the trigger is what the attacker-free model answers anyway."""
+    perfect = [replace(c, final_accuracy=c.reference_accuracy, backdoor_success=c.reference_backdoor_success,
+                       reference_backdoor_success=None, honest_rejected=0 if c.honest_total is not None else None)
+               for c in verified]
+    return _goal_missed(_aggregate(setting, VERIFICATION, perfect), perfect, baselines, goal)
 
 
 def _setting_of(row: SummaryRow) -> Setting:
@@ -100,6 +122,7 @@ def _aggregate(setting: Setting, defence: str, cells: list[Cell]) -> SummaryRow:
     reference_mean, reference_std = mean_std(c.reference_accuracy for c in cells)
     clean_mean, clean_std = mean_std(c.clean_accuracy for c in cells)
     backdoor_mean, backdoor_std = mean_std(c.backdoor_success for c in cells)
+    reference_backdoor_mean, reference_backdoor_std = mean_std(c.reference_backdoor_success for c in cells)
     gap = None if final_mean is None or reference_mean is None else (final_mean - reference_mean) * 100
     return SummaryRow(
         dataset=setting.dataset, partition=setting.partition, alpha=setting.alpha, attack=setting.attack,
@@ -110,7 +133,9 @@ def _aggregate(setting: Setting, defence: str, cells: list[Cell]) -> SummaryRow:
         poisoned_total=_total(c.poisoned_total for c in cells),
         honest_rejected=_total(c.honest_rejected for c in cells),
         honest_total=_total(c.honest_total for c in cells),
-        backdoor_mean=backdoor_mean, backdoor_std=backdoor_std, goal=None, goal_missed=[],
+        backdoor_mean=backdoor_mean, backdoor_std=backdoor_std,
+        reference_backdoor_mean=reference_backdoor_mean, reference_backdoor_std=reference_backdoor_std,
+        goal=None, goal_missed=[], perfect_filter_missed=None,
     )
 
 
@@ -137,7 +162,10 @@ def _goal_missed(row: SummaryRow, verified: list[Cell], baselines: Mapping[str, 
     elif final < reference - goal.accuracy_tolerance - _TIE:
         missed.append(f"{(reference - final) * 100:.1f} pts below reference")
     if row["backdoor_mean"] is not None and row["backdoor_mean"] > goal.max_backdoor + _TIE:
-        missed.append(f"backdoor {row['backdoor_mean']:.0%} > {goal.max_backdoor:.0%}")
+        reason = f"backdoor {row['backdoor_mean']:.0%} > {goal.max_backdoor:.0%}"
+        if row["reference_backdoor_mean"] is not None:
+            reason += f" (attacker-free: {row['reference_backdoor_mean']:.0%})"
+        missed.append(reason)
     if row["partition"] in goal.no_honest_rejected_under and row["honest_rejected"]:
         missed.append(f"{row['honest_rejected']} honest rejected under {row['partition'].upper()}")
     beaten_by = [defence for defence, cells in baselines.items()
@@ -189,12 +217,23 @@ def goal_label(row: SummaryRow) -> str:
     """'met', 'not met: <reasons>', or '' for a baseline."""
     if row["goal"] is None:
         return ""
-    return "met" if row["goal"] else "not met: " + "; ".join(row["goal_missed"])
+    return _met_label(row["goal_missed"])
+
+
+def perfect_filter_label(row: SummaryRow) -> str:
+    """What a perfect filter would make of the goal in the row's setting; '' for a baseline."""
+    missed = row["perfect_filter_missed"]
+    return "" if missed is None else _met_label(missed)
+
+
+def _met_label(missed: list[str]) -> str:
+    return "not met: " + "; ".join(missed) if missed else "met"
 
 
 SUMMARY_HEADERS = (
     "Dataset", "Partition", "Attack", "Malicious", "Defence", "Seeds", "Final (%)", "Reference (%)",
-    "Clean (%)", "Gap (pts)", "Poisoned accepted", "Honest rejected", "Backdoor (%)", "Goal",
+    "Clean (%)", "Gap (pts)", "Poisoned accepted", "Honest rejected", "Backdoor (%)",
+    "Backdoor without attackers (%)", "Goal", "Goal of a perfect filter",
 )
 
 
@@ -207,7 +246,9 @@ def summary_cells(row: SummaryRow) -> list[str]:
         percent(row["clean_mean"], row["clean_std"]), points(row["gap_points"]),
         ratio(row["poisoned_accepted"], row["poisoned_total"]),
         ratio(row["honest_rejected"], row["honest_total"]),
-        percent(row["backdoor_mean"], row["backdoor_std"]), goal_label(row),
+        percent(row["backdoor_mean"], row["backdoor_std"]),
+        percent(row["reference_backdoor_mean"], row["reference_backdoor_std"]), goal_label(row),
+        perfect_filter_label(row),
     ]
 
 
@@ -216,7 +257,7 @@ def markdown_table(rows: Iterable[SummaryRow]) -> str:
     mean ± standard deviation over seeds."""
     lines = [
         _markdown_line(SUMMARY_HEADERS),
-        "|" + "|".join("---" if i < 5 else "---:" for i in range(len(SUMMARY_HEADERS) - 1)) + "|---|",
+        "|" + "|".join("---" if i < 5 else "---:" for i in range(len(SUMMARY_HEADERS) - 2)) + "|---|---|",
     ]
     lines += [_markdown_line(summary_cells(row)) for row in rows]
     return "\n".join(lines) + "\n"
@@ -256,4 +297,27 @@ def comparison_table(rows: Iterable[SummaryRow]) -> str:
                 text = f"**{text}**"
             texts.append(text if row["seeds"] == seeds else f"{text} (n={row['seeds']})")
         lines.append(_markdown_line(texts))
+    return "\n".join(lines) + "\n"
+
+
+def reach_table(rows: Iterable[SummaryRow]) -> str:
+    """Per dataset and partition, in how many settings the verification meets the goal, in how
+    many a perfect filter would (`perfect_filter_missed`), and in how many of those the
+    verification does (for the README): what is left to reach, and what no filter can."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        if row["goal"] is None or row["perfect_filter_missed"] is None:
+            continue
+        reachable = not row["perfect_filter_missed"]
+        count = counts.setdefault((row["dataset"], partition_label(row["partition"], row["alpha"])), [0, 0, 0, 0])
+        count[0] += 1
+        count[1] += row["goal"]
+        count[2] += reachable
+        count[3] += row["goal"] and reachable
+    total = [sum(c[i] for c in counts.values()) for i in range(4)]
+    headers = ["Dataset", "Partition", "Settings", "Goal met", "Met by a perfect filter",
+               "Goal met where a perfect filter meets it"]
+    lines = [_markdown_line(headers), "|---|---|" + "---:|" * (len(headers) - 2)]
+    lines += [_markdown_line([dataset, partition, *(str(n) for n in c)]) for (dataset, partition), c in counts.items()]
+    lines.append(_markdown_line(["**all**", "", *(f"**{n}**" for n in total)]))
     return "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ def lower_quantile(values: Sequence[float], q: float) -> float:
 # Thresholds added after policies were first recorded, in the order they came; a recorded policy
 # lacks a suffix of them. None in each is the rule before it, and is left out of `as_dict`, so a
 # recorded policy keeps its digest.
-LATER_FIELDS: tuple[str, ...] = ("peer_quantile", "global_margin_ratio")
+LATER_FIELDS: tuple[str, ...] = ("peer_quantile", "global_margin_ratio", "strict_margin_cases")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,14 @@ class VerificationPolicy:
       classes than the global model it was trained from; an honest update from other patients
       may be much less sure than the validator's own (a split of a dozen cases: measured on
       diabetes IID, honest 0.02 against a yardstick of 0.30), but it does not take confidence
-      away from the global model, so it is not refused for it;
+      away from the global model, so it is not refused for it. On a split of at least
+      `strict_margin_cases` cases the ratio is 1: a candidate less sure than the typical one
+      and than the global model is refused. Adaptive attacks (ALIE, min-max, min-sum) and
+      backdoors stay within every other bound but take confidence away from the global model
+      (measured on the tissue images, IID, 58-case splits, min-max, rounds 4-5: attackers
+      0.72-0.96 x the global model's margin, honest candidates 1.2-1.6 x); on a split of a dozen
+      cases the margins are too noisy for that (diabetes, 14 cases: honest candidates fell below
+      both);
     - direction: cosine similarity to the validator's own update at least `min_cosine`, as
       FLTrust compares with its root update. Lenient by default: once the model converges,
       honest updates are mostly sampling noise and nearly orthogonal to each other (measured
@@ -82,7 +89,8 @@ class VerificationPolicy:
     `peer_quantile` None is the rule of policies recorded before the peer yardstick existed
     (consortium files, rounds on chain): every yardstick is the validator's own update, so
     those keep meaning, and hashing to, what they did; `global_margin_ratio` None likewise
-    for those recorded before the global model's floor (`LATER_FIELDS`).
+    for those recorded before the global model's floor, and `strict_margin_cases` None for those
+    recorded before the strict test on large splits (`LATER_FIELDS`).
     """
 
     max_accuracy_drop: float = 0.10
@@ -92,6 +100,7 @@ class VerificationPolicy:
     min_margin_ratio: float = 0.2
     peer_quantile: float | None = 0.5
     global_margin_ratio: float | None = 1.0
+    strict_margin_cases: float | None = 40.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
@@ -108,6 +117,8 @@ class VerificationPolicy:
             raise ConfigError("peer_quantile must lie in (0, 1].")
         if self.global_margin_ratio is not None and not 0.0 <= self.global_margin_ratio <= 10.0:
             raise ConfigError("global_margin_ratio must lie between 0 and 10.")
+        if self.strict_margin_cases is not None and not 1.0 <= self.strict_margin_cases <= 1e9:
+            raise ConfigError("strict_margin_cases must be a number of cases of at least 1.")
         present = [getattr(self, name) is not None for name in LATER_FIELDS]
         if any(later and not earlier for earlier, later in zip(present, present[1:])):
             raise ConfigError(f"A policy without one of {', '.join(LATER_FIELDS)} is one recorded before it "
@@ -120,6 +131,12 @@ class VerificationPolicy:
         # Laplace-smoothed rate, so a yardstick at 100% still allows for sampling noise.
         p = (accuracy * total + 1.0) / (total + 2.0)
         return self.max_accuracy_drop + self.accuracy_z * math.sqrt(p * (1.0 - p) / total)
+
+    def margin_ratio(self, total: int) -> float:
+        """The share of the yardstick's margin a candidate must reach on a split of `total` cases."""
+        if self.strict_margin_cases is not None and total >= self.strict_margin_cases:
+            return 1.0
+        return self.min_margin_ratio
 
     def yardstick(self, row: Sequence[Scores]) -> Yardstick:
         """One validator's yardstick for a round, from its scores of every candidate (its own
@@ -153,12 +170,11 @@ class VerificationPolicy:
             reasons.append(
                 f"accuracy {scores.accuracy:.3f} below yardstick {yardstick.accuracy:.3f} - {tolerance:.3f}"
             )
-        if (yardstick.margin > 0 and scores.margin < self.min_margin_ratio * yardstick.margin
+        ratio = self.margin_ratio(scores.total)
+        if (yardstick.margin > 0 and scores.margin < ratio * yardstick.margin
                 and (yardstick.margin_floor is None or scores.margin < yardstick.margin_floor)):
             floor = "" if yardstick.margin_floor is None else f" and < global floor {yardstick.margin_floor:.3f}"
-            reasons.append(
-                f"margin {scores.margin:.3f} < {self.min_margin_ratio:g} x yardstick {yardstick.margin:.3f}{floor}"
-            )
+            reasons.append(f"margin {scores.margin:.3f} < {ratio:g} x yardstick {yardstick.margin:.3f}{floor}")
         if scores.cosine < self.min_cosine:
             reasons.append(f"cosine {scores.cosine:.3f} < {self.min_cosine:.2f}")
         if yardstick.norm > 0 and scores.norm > self.max_norm_ratio * yardstick.norm:

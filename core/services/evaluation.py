@@ -20,6 +20,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from core.attacks.base import MeasurableBackdoor
 from core.attacks.registry import attack_names, resolve_attack
 from core.data.builtin import BUILTIN_DATASETS
 from core.data.loading import load_dataset
@@ -30,12 +31,15 @@ from core.federation.aggregators import AGGREGATORS
 from core.federation.policy import VerificationPolicy
 from core.files import write_atomic
 from core.progress import CancelToken, Progress, ProgressSink, Stage, ignore_progress
-from core.services.simulation import SimulationConfig, run_simulation
+from core.services.simulation import SimulationConfig, run_simulation, trigger_metric
 from core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
+# The success of a cell's trigger on its reference federation: added after the first results
+# files, so resuming one fills it in.
+REFERENCE_BACKDOOR = "reference_backdoor_success"
 # `verification` is the majority verification with FedAvg of what it accepts; every other defence
 # is that aggregator over every update, unverified.
 DEFENCES: tuple[str, ...] = (VERIFICATION, *AGGREGATORS)
@@ -120,6 +124,10 @@ class EvaluationMatrix:
         SimulationConfig(hospitals=self.hospitals, local_epochs=self.local_epochs, batch_size=self.batch_size,
                          learning_rate=self.learning_rate, rounds=self.rounds)
 
+    def triggers(self) -> tuple[str, ...]:
+        """The attacks that plant a trigger, whose success is measured (`MeasurableBackdoor`)."""
+        return tuple(a for a in self.attacks if issubclass(resolve_attack(a), MeasurableBackdoor))
+
     def attackers(self, fraction: float) -> int:
         """How many hospitals attack at `fraction` (rounded to the nearest count)."""
         if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0.0 < fraction < 1.0:
@@ -150,7 +158,7 @@ class EvaluationDone:
     results: dict[str, Any]
     results_file: Path
     ran: int  # federations run by this call (attacked, reference and clean)
-    skipped: int  # cells a previous run had finished
+    skipped: int  # cells a previous run had finished (given REFERENCE_BACKDOOR if they lacked it)
     failed: list[str] = field(default_factory=list)  # one line per cell whose federation failed
 
 
@@ -215,7 +223,9 @@ class _Federations:
                  home: Path, cancel: CancelToken) -> None:
         self.matrix, self.policy, self.results, self.cancel = matrix, policy, results, cancel
         self.settings = load_settings(home=home)
+        self.triggers = matrix.triggers()
         self.ran = 0
+        self.unreproduced: dict[str, CoreError] = {}  # by baseline tag: one run tells, for every cell
 
     def config(self, key: CellKey, **changes: Any) -> SimulationConfig:
         m = self.matrix
@@ -230,28 +240,62 @@ class _Federations:
         self.ran += 1
         return run_simulation(config, self.settings, cancel=self.cancel)
 
-    def baseline(self, name: str, config: SimulationConfig) -> float:
-        """The final accuracy of an attack-free federation, run once per results file."""
+    def baseline(self, name: str, config: SimulationConfig) -> dict[str, Any]:
+        """The results entry of an attack-free federation, run once per results file, and again
+        only when the entry lacks the success of one of `config.measure_triggers`."""
         held = self.results.data["baselines"]
         tag = f"{name}|{config.dataset}|{config.partition}|{config.left_out}|{config.seed}"
-        if tag not in held:
-            report = self.run(config)
-            held[tag] = {"final_accuracy": report["final_accuracy"],
-                         "accuracy_per_round": report["summary"]["accuracy_per_round"]}
-            self.results.save()
-        return float(held[tag]["final_accuracy"])
+        entry: dict[str, Any] | None = held.get(tag)
+        measured: dict[str, float | None] = (entry or {}).get("backdoor_success", {})
+        if entry is not None and all(a in measured for a in config.measure_triggers):
+            return entry
+        if tag in self.unreproduced:
+            raise self.unreproduced[tag]
+        report = self.run(config)
+        per_round = report["summary"]["accuracy_per_round"]
+        if entry is not None and per_round != entry["accuracy_per_round"]:
+            # The cells were compared with the held run: a trigger measured on another model would not fit.
+            self.unreproduced[tag] = CoreError(
+                f"The {name} federation of {config.dataset}, {config.partition}, seed {config.seed} ran "
+                "again to measure a trigger but did not reproduce the results file's accuracy per round "
+                "(floating-point results differ between machines, TensorFlow builds and settings such as "
+                "TF_ENABLE_ONEDNN_OPTS), so the trigger is not measured on it; a new --out measures "
+                "everything here.",
+                detail=f"now {per_round}, held {entry['accuracy_per_round']}")
+            raise self.unreproduced[tag]
+        entry = {"final_accuracy": report["final_accuracy"], "accuracy_per_round": per_round}
+        if config.measure_triggers:
+            final = _final_metrics(report)
+            entry["backdoor_success"] = measured | {a: final.get(trigger_metric(a))
+                                                    for a in config.measure_triggers}
+        held[tag] = entry
+        self.results.save()
+        return entry
+
+    def reference(self, key: CellKey) -> dict[str, Any]:
+        """The federation with `key`'s attackers left out, measured on every trigger of the matrix
+        at once, so that it runs once for all of them."""
+        left_out = self.matrix.attackers(key.malicious_fraction)
+        return self.baseline("reference", self.config(key, left_out=left_out, measure_triggers=self.triggers))
+
+    def reference_backdoor(self, key: CellKey) -> float | None:
+        """How often the reference federation's final model answers `key`'s trigger with its
+        target (None for an attack without a trigger): what a verification that rejects exactly
+        the attackers ends with."""
+        if key.attack not in self.triggers:
+            return None
+        return self.reference(key)["backdoor_success"][key.attack]
 
     def cell(self, key: CellKey) -> dict[str, Any]:
         attackers = self.matrix.attackers(key.malicious_fraction)
-        clean = self.baseline("clean", self.config(key))
-        reference = self.baseline("reference", self.config(key, left_out=attackers))
+        clean = self.baseline("clean", self.config(key))["final_accuracy"]
+        reference = self.reference(key)["final_accuracy"]
         verified = key.defence == VERIFICATION
         started = time.monotonic()
         report = self.run(self.config(key, malicious=attackers, attack=key.attack,
                                       verifier="plaintext" if verified else "none",
                                       aggregator="fedavg" if verified else key.defence))
         statuses = _status_rows(report)
-        metrics = report["rounds"][-1]["metrics"] if report["rounds"] else {}
         return asdict(key) | {
             "alpha": self.matrix.alpha if key.partition == "dirichlet" else None,
             "hospitals": self.matrix.hospitals, "malicious": attackers, "rounds": self.matrix.rounds,
@@ -260,11 +304,22 @@ class _Federations:
             "poisoned_total": sum(1 for s in statuses if s["malicious"]),
             "honest_rejected": sum(1 for s in statuses if not s["malicious"] and s["status"] == "rejected"),
             "honest_total": sum(1 for s in statuses if not s["malicious"]),
-            "backdoor_success": metrics.get("backdoor_success"),
+            "backdoor_success": _final_metrics(report).get("backdoor_success"),
+            REFERENCE_BACKDOOR: self.reference_backdoor(key),
             "accuracy_per_round": report["summary"]["accuracy_per_round"],
             "statuses": statuses,
             "seconds": round(time.monotonic() - started, 2),
         }
+
+
+def _final_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """What the archive measured on a run's last global model (nothing if no round finished)."""
+    return report["rounds"][-1]["metrics"] if report["rounds"] else {}
+
+
+def _label(key: CellKey) -> str:
+    return (f"{key.dataset} {key.partition} {key.attack} vs {key.defence}, "
+            f"{key.malicious_fraction:g} malicious, seed {key.seed}")
 
 
 def run_evaluation(
@@ -278,9 +333,11 @@ def run_evaluation(
 ) -> EvaluationDone:
     """Runs every cell of `matrix` not yet in `out_dir/results.json`, saving after each one.
 
-    A cell whose federation fails is kept with its `error` (and run again on resume); the others go
-    on. On cancel the finished cells stay saved and `Cancelled` is raised. `write_files(results,
-    out_dir)` writes the report files at the end (also after a cancel).
+    Finished cells without `reference_backdoor_success` (written before it existed) get it from
+    their reference federation, run again only if its entry lacks the trigger, never from a new
+    attacked run. A cell whose federation fails is kept with its `error` (and run again on resume);
+    the others go on. On cancel the finished cells stay saved and `Cancelled` is raised.
+    `write_files(results, out_dir)` writes the report files at the end (also after a cancel).
     """
     cancel = cancel or CancelToken()
     policy = policy or VerificationPolicy()
@@ -293,8 +350,10 @@ def run_evaluation(
     done = results.done()
     cells = matrix.cells()
     pending = [k for k in cells if k not in done]
+    # Cells finished before the field existed: their attacked federation stays as it ran.
+    unfilled = [k for k in cells if k in done and REFERENCE_BACKDOOR not in done[k]]
     # A missing file or an untrainable set fails before any run; finished datasets are not reloaded.
-    for dataset in dict.fromkeys(k.dataset for k in pending):
+    for dataset in dict.fromkeys(k.dataset for k in [*unfilled, *pending]):
         load_dataset(dataset).require_trainable()
     failed: list[str] = []
     progress(Progress(Stage.EVALUATION, f"{len(cells) - len(pending)} of {len(cells)} cells already done",
@@ -302,10 +361,24 @@ def run_evaluation(
     with tempfile.TemporaryDirectory(prefix="medfedchain-evaluate-") as scratch:
         federations = _Federations(matrix, policy, results, Path(scratch), cancel)
         try:
+            for key in unfilled:
+                cancel.raise_if_cancelled()
+                ran = federations.ran
+                try:
+                    done[key][REFERENCE_BACKDOOR] = federations.reference_backdoor(key)
+                except Cancelled:
+                    raise
+                except CoreError as exc:
+                    log.warning("evaluation cell %s: no reference backdoor success: %s", _label(key),
+                                describe_error(exc))
+                    failed.append(f"{_label(key)}: no reference backdoor success: {describe_error(exc)}")
+                    continue
+                if federations.ran > ran:
+                    progress(Progress(Stage.EVALUATION,
+                                      f"{_label(key)}: its reference federation measured the triggers"))
             for index, key in enumerate(pending):
                 cancel.raise_if_cancelled()
-                label = (f"{key.dataset} {key.partition} {key.attack} vs {key.defence}, "
-                         f"{key.malicious_fraction:g} malicious, seed {key.seed}")
+                label = _label(key)
                 try:
                     cell = federations.cell(key)
                 except Cancelled:

@@ -81,6 +81,10 @@ class SimulationConfig:
     # The last `left_out` hospitals of the split take no part and their data goes unused: the
     # federation an evaluation compares a defence with, the attackers' hospitals left out.
     left_out: int = 0
+    # Attacks (names, default parameters) whose trigger every round's model is also tested on, as
+    # metric `trigger_metric(attack)`: what a federation without those attackers answers to it
+    # anyway (on tables the trigger can be real evidence for the target class).
+    measure_triggers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.hospitals < 1:
@@ -130,6 +134,10 @@ class SimulationConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["drop_columns"] = list(self.drop_columns)
+        if self.measure_triggers:
+            d["measure_triggers"] = list(self.measure_triggers)
+        else:  # recorded as before it existed, so a run stays comparable with its older twins
+            del d["measure_triggers"]
         if self.partition == "dirichlet":
             d["alpha"] = self.dirichlet_alpha
         else:
@@ -251,12 +259,15 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
             verifies = verifier.verifies
         evaluator = ModelEvaluator(spec)
         test = split.test
-        backdoor_test = attack.backdoor_test_set(test) if isinstance(attack, MeasurableBackdoor) else None
+        # The test set of each trigger metric: those asked for, and the attack's own.
+        triggered = {trigger_metric(a): _triggered_test_set(a, test) for a in config.measure_triggers}
+        if isinstance(attack, MeasurableBackdoor):
+            triggered["backdoor_success"] = attack.backdoor_test_set(test)
 
         def evaluate(weights: Weights) -> dict[str, float]:
             metrics = {"accuracy": evaluator.accuracy(weights, test)}
-            if backdoor_test is not None and backdoor_test.num_samples:
-                metrics["backdoor_success"] = evaluator.accuracy(weights, backdoor_test)
+            metrics |= {key: evaluator.accuracy(weights, data)
+                        for key, data in triggered.items() if data.num_samples}
             return metrics
 
         # Honest nodes are stepped first, so an attack plugin that asks for the round's other
@@ -302,6 +313,19 @@ def prepare_federation(config: SimulationConfig, settings: Settings,
                 close()
             database.close()
         raise
+
+
+def trigger_metric(attack: str) -> str:
+    """The round metric holding the success of `attack`'s trigger (`SimulationConfig.measure_triggers`)."""
+    return f"backdoor_success:{attack}"
+
+
+def _triggered_test_set(attack: str, test: Dataset) -> Dataset:
+    """`test` with the trigger of `attack` (default parameters) and its target label."""
+    measured = create_attack(attack)
+    if not isinstance(measured, MeasurableBackdoor):
+        raise ConfigError(f"The attack '{attack}' plants no trigger whose success could be measured.")
+    return measured.backdoor_test_set(test)
 
 
 def _carried_records(config: SimulationConfig, settings: Settings, database: Database,

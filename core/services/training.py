@@ -154,6 +154,7 @@ def _simulation_config(values: dict[str, Any], **changes: Any) -> SimulationConf
     known = {f.name for f in fields(SimulationConfig)}
     config = {k: v for k, v in values.items() if k in known}
     config["drop_columns"] = tuple(config.get("drop_columns") or ())
+    config["measure_triggers"] = tuple(config.get("measure_triggers") or ())
     if isinstance(config.get("policy"), dict):
         config["policy"] = VerificationPolicy.from_record(config["policy"])
     config.update(changes)

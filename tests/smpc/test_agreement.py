@@ -56,7 +56,7 @@ def test_decisions_match_plaintext_across_attacks(scored) -> None:
     scenario, secure, plain, _, _ = scored
     policy = VerificationPolicy()
 
-    def votes(matrix):  # each validator judges its own row, as a node does
+    def votes(matrix, policy=policy):  # each validator judges its own row, as a node does
         rows: dict[str, dict] = {}
         for (validator, candidate), s in matrix.items():
             rows.setdefault(validator, {})[candidate] = s
@@ -64,6 +64,11 @@ def test_decisions_match_plaintext_across_attacks(scored) -> None:
 
     secure_votes, plain_votes = votes(secure), votes(plain)
     assert secure_votes == plain_votes
+    # The strict confidence test, on splits of at least `strict_margin_cases` cases, decides alike
+    # too; the scenario's splits are below the default, so it is lowered to their size here.
+    strict = VerificationPolicy(strict_margin_cases=float(min(v.validation.num_samples for v in scenario.validators)))
+    assert strict.margin_ratio(scenario.validators[0].validation.num_samples) == 1.0
+    assert votes(secure, strict) == votes(plain, strict)
     # The scenario must exercise both outcomes, or agreement would prove nothing.
     rejected = {c for (_, c), ok in plain_votes.items() if not ok}
     assert {"sign_flip", "scaling", "noise"} <= rejected

@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.errors import ConfigError
 from core.evaluation.report import ReportFiles, markdown_table, summary_rows, write_report
-from core.evaluation.summary import comparison_table
+from core.evaluation.summary import comparison_table, reach_table
 
 DATASETS = ["breast_cancer", "diabetes"]
 ATTACKS = ["scaling", "backdoor"]
@@ -56,6 +56,8 @@ def cell(dataset: str, partition: str, attack: str, defence: str, seed: int) -> 
         "honest_rejected": honest_rejected, "honest_total": 9,
         "backdoor_success": ({"verification": 0.02, "krum": 0.3, "fedavg": 0.9}[defence]
                              if attack == "backdoor" else None),
+        # The reference federation's answer to the trigger: the same for every defence.
+        "reference_backdoor_success": [0.05, 0.15][seed] if attack == "backdoor" else None,
         "accuracy_per_round": [final - 0.1, final - 0.05, final],
         "statuses": statuses, "seconds": 1.5,
     }
@@ -103,7 +105,8 @@ def table_row(page: str, *values: str) -> list[str]:
 
 
 HEADERS = ["Dataset", "Partition", "Attack", "Malicious", "Defence", "Seeds", "Final (%)", "Reference (%)",
-           "Clean (%)", "Gap (pts)", "Poisoned accepted", "Honest rejected", "Backdoor (%)", "Goal"]
+           "Clean (%)", "Gap (pts)", "Poisoned accepted", "Honest rejected", "Backdoor (%)",
+           "Backdoor without attackers (%)", "Goal", "Goal of a perfect filter"]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +123,8 @@ def test_the_csv_has_a_header_and_one_row_per_cell(report: ReportFiles) -> None:
     assert "statuses" not in rows[0] and "accuracy_per_round" not in rows[0]
     assert (rows[0]["dataset"], rows[0]["alpha"], rows[0]["final_accuracy"]) == ("breast_cancer", "", "0.95")
     assert {r["backdoor_success"] for r in rows if r["attack"] == "scaling"} == {""}
+    assert list(rows[0])[list(rows[0]).index("backdoor_success") + 1] == "reference_backdoor_success"
+    assert {r["reference_backdoor_success"] for r in rows if r["attack"] == "backdoor"} == {"0.05", "0.15"}
 
 
 def test_each_figure_is_a_png_of_a_readable_size(report: ReportFiles) -> None:
@@ -174,13 +179,21 @@ def test_the_summary_shows_means_over_seeds_and_the_goal(report: ReportFiles) ->
 
     backdoored = table_row(page, "diabetes", "IID", "backdoor", "40%", "verification")
     assert backdoored[HEADERS.index("Backdoor (%)")] == "50.0 ± 14.1"
-    assert backdoored[HEADERS.index("Goal")] == "not met: backdoor 50% > 5%"
+    assert backdoored[HEADERS.index("Backdoor without attackers (%)")] == "10.0 ± 7.1"
+    assert backdoored[HEADERS.index("Goal")] == "not met: backdoor 50% > 5% (attacker-free: 10%)"
+    scaled = table_row(page, "diabetes", "IID", "scaling", "40%", "verification")
+    assert scaled[HEADERS.index("Backdoor without attackers (%)")] == "–"
 
     beaten = table_row(page, "diabetes", "Dirichlet α=0.5", "scaling", "40%", "verification")
     assert beaten[HEADERS.index("Goal")] == "not met: below krum"
 
     baseline = table_row(page, "breast_cancer", "IID", "scaling", "40%", "fedavg")
     assert baseline[HEADERS.index("Poisoned accepted")] == "12/12" and baseline[HEADERS.index("Goal")] == ""
+
+
+def verification_row(results: dict[str, Any], dataset: str, partition: str, attack: str) -> dict[str, Any]:
+    return next(r for r in summary_rows(results) if (r["dataset"], r["partition"], r["attack"], r["defence"])
+                == (dataset, partition, attack, "verification"))
 
 
 def test_summary_rows_aggregate_per_setting_and_defence() -> None:
@@ -199,15 +212,74 @@ def test_summary_rows_aggregate_per_setting_and_defence() -> None:
     assert by_key[("diabetes", "iid", "backdoor", "krum")]["goal"] is None
 
 
+def test_cells_written_before_the_reference_backdoor_was_measured_are_read_without_it() -> None:
+    results = make_results()
+    for c in results["cells"]:
+        del c["reference_backdoor_success"]
+
+    row = verification_row(results, "diabetes", "iid", "backdoor")
+
+    assert (row["reference_backdoor_mean"], row["reference_backdoor_std"]) == (None, None)
+    assert row["goal_missed"] == ["backdoor 50% > 5%"]
+    assert "| 50.0 ± 14.1 | – | not met: backdoor 50% > 5% |" in markdown_table([row])
+
+
+def test_the_backdoor_goal_holds_whatever_the_attacker_free_model_answers() -> None:
+    # The reference answers the trigger as often as the attack wants: still a miss, with the reason.
+    results = make_results()
+    for c in find(results, "diabetes", "iid", "backdoor", "verification"):
+        c["reference_backdoor_success"] = 0.5
+
+    row = verification_row(results, "diabetes", "iid", "backdoor")
+
+    assert row["goal"] is False and row["goal_missed"] == ["backdoor 50% > 5% (attacker-free: 50%)"]
+
+
+def test_a_perfect_filter_ends_as_the_reference_and_misses_what_the_reference_misses() -> None:
+    results = make_results()
+
+    # The attacker-free model answers the trigger on 5 % and 15 % of the cases: a perfect filter ends there.
+    assert verification_row(results, "breast_cancer", "iid", "backdoor")["perfect_filter_missed"] == [
+        "backdoor 10% > 5%"]
+    # krum ends at the reference, which a perfect filter ties and the verification (0.2 points under) does not.
+    skewed = verification_row(results, "diabetes", "dirichlet", "scaling")
+    assert skewed["goal_missed"] == ["below krum"] and skewed["perfect_filter_missed"] == []
+    for row in summary_rows(results):
+        assert (row["perfect_filter_missed"] is None) == (row["defence"] != "verification")
+
+
+def test_a_baseline_above_the_reference_is_out_of_reach_of_a_perfect_filter() -> None:
+    results = make_results()
+    for c in find(results, "breast_cancer", "iid", "scaling", "krum"):
+        c["final_accuracy"] = c["reference_accuracy"] + 0.01
+
+    row = verification_row(results, "breast_cancer", "iid", "scaling")
+
+    assert row["goal_missed"] == ["below krum"] and row["perfect_filter_missed"] == ["below krum"]
+
+
+def test_the_reach_table_counts_the_goal_against_a_perfect_filter() -> None:
+    table = reach_table(summary_rows(make_results())).splitlines()
+
+    assert table[0] == ("| Dataset | Partition | Settings | Goal met | Met by a perfect filter | "
+                        "Goal met where a perfect filter meets it |")
+    assert "| breast_cancer | IID | 2 | 2 | 1 | 1 |" in table
+    # diabetes IID: the backdoor gets through (goal missed) where a perfect filter misses it too.
+    assert "| diabetes | IID | 2 | 1 | 1 | 1 |" in table
+    # diabetes Dirichlet: the verification misses scaling, which a perfect filter would meet.
+    assert "| diabetes | Dirichlet α=0.5 | 2 | 1 | 1 | 0 |" in table
+    assert table[-1] == "| **all** |  | **8** | **6** | **4** | **3** |"
+
+
 def test_an_honest_model_rejected_under_iid_misses_the_goal() -> None:
     results = make_results()
     for c in find(results, "breast_cancer", "iid", "scaling", "verification"):
         c["honest_rejected"] = 1
 
-    row = next(r for r in summary_rows(results) if (r["dataset"], r["partition"], r["attack"], r["defence"])
-               == ("breast_cancer", "iid", "scaling", "verification"))
+    row = verification_row(results, "breast_cancer", "iid", "scaling")
 
     assert row["goal"] is False and row["goal_missed"] == ["2 honest rejected under IID"]
+    assert row["perfect_filter_missed"] == []  # a perfect filter rejects no honest model
 
 
 def test_a_baseline_run_on_fewer_seeds_is_compared_on_those_seeds_alone() -> None:
@@ -218,8 +290,7 @@ def test_a_baseline_run_on_fewer_seeds_is_compared_on_those_seeds_alone() -> Non
     verified = {c["seed"]: c for c in find(results, "breast_cancer", "iid", "scaling", "verification")}
     for c in find(results, "breast_cancer", "iid", "scaling", "krum"):
         c["final_accuracy"] = verified[0]["final_accuracy"] + 0.003
-    row = next(r for r in summary_rows(results) if (r["dataset"], r["partition"], r["attack"], r["defence"])
-               == ("breast_cancer", "iid", "scaling", "verification"))
+    row = verification_row(results, "breast_cancer", "iid", "scaling")
     assert row["final_mean"] > verified[0]["final_accuracy"] + 0.003
     assert row["goal_missed"] == ["below krum"]
 

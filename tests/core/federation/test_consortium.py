@@ -102,12 +102,24 @@ def test_an_invalid_record_is_refused_with_the_field_named(table: Dataset, chang
 def test_a_file_recorded_before_the_global_margin_floor_reads_with_its_rule_and_digest(table: Dataset) -> None:
     raw = _raw(table)
     older = VerificationPolicy.from_record({k: v for k, v in VerificationPolicy().as_dict().items()
-                                            if k != "global_margin_ratio"})
+                                            if k not in ("global_margin_ratio", "strict_margin_cases")})
     raw["policy"] = {"thresholds": older.as_dict(), "digest": older.digest()}
 
     consortium = parse_consortium(json.dumps(raw), source="consortium.json")
 
     assert consortium.verification_policy() == older and older.global_margin_ratio is None
+
+
+def test_a_file_recorded_before_the_strict_confidence_test_reads_with_its_rule_and_digest(table: Dataset) -> None:
+    raw = _raw(table)
+    older = VerificationPolicy.from_record({k: v for k, v in VerificationPolicy().as_dict().items()
+                                            if k != "strict_margin_cases"})
+    raw["policy"] = {"thresholds": older.as_dict(), "digest": older.digest()}
+
+    consortium = parse_consortium(json.dumps(raw), source="consortium.json")
+
+    assert consortium.verification_policy() == older and older.strict_margin_cases is None
+    assert older.global_margin_ratio == VerificationPolicy().global_margin_ratio
 
 
 def test_an_unreadable_file_and_broken_json_are_refused(tmp_path: Path) -> None:

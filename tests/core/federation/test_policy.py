@@ -116,7 +116,8 @@ def test_a_global_model_without_confidence_yet_puts_the_margin_test_off_and_old_
     [{"max_accuracy_drop": -0.1}, {"min_cosine": 1.5}, {"max_norm_ratio": 0.0}, {"accuracy_z": 9.0},
      {"min_margin_ratio": 2.0}, {"peer_quantile": 0.0}, {"peer_quantile": 1.5},
      {"global_margin_ratio": -0.1}, {"global_margin_ratio": 11.0},
-     {"peer_quantile": None, "global_margin_ratio": 1.0}],
+     {"peer_quantile": None, "global_margin_ratio": 1.0}, {"strict_margin_cases": 0.0},
+     {"global_margin_ratio": None, "strict_margin_cases": 40.0}],
 )
 def test_invalid_thresholds_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
@@ -128,6 +129,7 @@ def test_digest_is_stable_and_changes_with_any_threshold() -> None:
     assert VerificationPolicy().digest() != VerificationPolicy(max_norm_ratio=2.5).digest()
     assert VerificationPolicy().digest() != VerificationPolicy(peer_quantile=0.6).digest()
     assert VerificationPolicy().digest() != VerificationPolicy(global_margin_ratio=0.8).digest()
+    assert VerificationPolicy().digest() != VerificationPolicy(strict_margin_cases=50.0).digest()
 
 
 def test_an_empty_round_accepts_nothing() -> None:
@@ -181,3 +183,41 @@ def test_a_policy_recorded_before_the_global_margin_floor_keeps_its_rule_and_dig
     assert old.global_margin_ratio is None and old.as_dict() == recorded  # so its digest is the one on record
     unsure = {k: replace(v, global_margin=0.003) for k, v in round_of(replace(HONEST, margin=0.02)).items()}
     assert "x" not in old.accepted(unsure) and "x" in VerificationPolicy().accepted(unsure)
+
+
+def large_split_row(candidate_margin: float, total: int, global_margin: float = 1.0) -> dict[str, Scores]:
+    """A validator's row on a split of `total` cases, everything right: own update and peers with
+    margin 1.4 x the global model's, the candidate with `candidate_margin`."""
+    at = dict(total=total, correct=total, reference_accuracy=1.0, global_margin=global_margin)
+    return {"own": replace(OWN, margin=1.5, reference_margin=1.5, **at),
+            "peer1": replace(HONEST, margin=1.4, reference_margin=1.5, **at),
+            "peer2": replace(HONEST, margin=1.3, reference_margin=1.5, **at),
+            "x": replace(HONEST, margin=candidate_margin, reference_margin=1.5, **at)}
+
+
+def test_on_a_large_split_a_candidate_less_sure_than_the_typical_one_and_the_global_model_is_refused() -> None:
+    # Measured on the tissue images, IID, 58-case splits (min-max, rounds 4-5): attackers at
+    # 0.72-0.96 x the global model's margin, honest candidates at 1.2-1.6 x.
+    found = VerificationPolicy().rejections(large_split_row(0.9, total=58))["x"]
+    assert len(found) == 1 and found[0].startswith("margin 0.900 < 1 x yardstick")
+    # The same candidate on a split below `strict_margin_cases` keeps the smallest ratio, 0.2.
+    assert "x" in VerificationPolicy().accepted(large_split_row(0.9, total=39))
+    assert "x" not in VerificationPolicy().accepted(large_split_row(0.9, total=40))
+    assert "x" in VerificationPolicy(strict_margin_cases=59.0).accepted(large_split_row(0.9, total=58))
+
+
+def test_on_a_large_split_a_candidate_as_sure_as_the_global_model_is_accepted() -> None:
+    # Below the typical candidate (1.3) but adding confidence to the global model's (1.0): an
+    # honest update from other patients.
+    assert "x" in VerificationPolicy().accepted(large_split_row(1.1, total=58))
+    # And every honest member of the row stays in.
+    assert set(VerificationPolicy().accepted(large_split_row(1.3, total=58))) == {"own", "peer1", "peer2", "x"}
+
+
+def test_a_policy_recorded_before_the_strict_confidence_test_keeps_its_rule_and_digest() -> None:
+    recorded = {"max_accuracy_drop": 0.1, "min_cosine": -0.7, "max_norm_ratio": 2.0, "accuracy_z": 2.0,
+                "min_margin_ratio": 0.2, "peer_quantile": 0.5, "global_margin_ratio": 1.0}
+    old = VerificationPolicy.from_record(recorded)
+    assert old.strict_margin_cases is None and old.as_dict() == recorded  # so its digest is the one on record
+    row = large_split_row(0.9, total=58)
+    assert "x" in old.accepted(row) and "x" not in VerificationPolicy().accepted(row)

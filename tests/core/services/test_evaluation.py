@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,11 @@ from core.attacks.registry import attack_names
 from core.errors import Cancelled, ConfigError, CoreError, DataError
 from core.progress import CancelToken, Progress
 from core.services import evaluation
-from core.services.evaluation import DEFENCES, FORMAT, EvaluationMatrix, run_evaluation
+from core.services.evaluation import DEFENCES, FORMAT, EvaluationDone, EvaluationMatrix, run_evaluation
 
 REQUIRED = ("dataset", "partition", "attack", "defence", "malicious_fraction", "seed", "final_accuracy",
-            "reference_accuracy", "clean_accuracy", "poisoned_accepted", "honest_rejected", "backdoor_success")
+            "reference_accuracy", "clean_accuracy", "poisoned_accepted", "honest_rejected",
+            "backdoor_success", "reference_backdoor_success")
 
 
 def tiny(**changes: Any) -> EvaluationMatrix:
@@ -124,3 +127,47 @@ def test_an_unknown_dataset_fails_before_any_federation(tmp_path: Path) -> None:
     with pytest.raises(CoreError, match="nor a built-in dataset"):
         run_evaluation(tiny(datasets=("no_such_dataset",)), tmp_path)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_trigger_is_also_measured_on_the_reference_and_older_files_get_it_on_resume(tmp_path: Path) -> None:
+    # Diabetes: unlike breast cancer's, its trigger (three features at +4 standard deviations) is
+    # no evidence for the target class, so an attacker-free model rarely answers it.
+    matrix = tiny(datasets=("diabetes",), attacks=("backdoor", "sign_flip"), defences=("fedavg", "median"))
+    first = run_evaluation(matrix, tmp_path)
+    backdoored, _, flipped, _ = first.results["cells"]
+    (tag,) = [t for t in first.results["baselines"] if t.startswith("reference|")]
+    assert first.ran == 6  # clean, reference (measuring the trigger for every cell), four attacked
+    assert first.results["baselines"][tag]["backdoor_success"] == {
+        "backdoor": backdoored["reference_backdoor_success"]}
+    # What the column is for: the attacker-free model answers the trigger with the target less often.
+    assert 0.0 <= backdoored["reference_backdoor_success"] < backdoored["backdoor_success"]
+    assert flipped["reference_backdoor_success"] is None  # sign flipping plants no trigger
+
+    def resume_older(change_reference: Callable[[dict[str, Any]], None]) -> EvaluationDone:
+        """Resumes the first run's file as an older version wrote it: no reference_backdoor_success."""
+        older = copy.deepcopy(first.results)
+        for cell in older["cells"]:
+            del cell["reference_backdoor_success"]
+        change_reference(older["baselines"][tag])
+        (tmp_path / "results.json").write_text(json.dumps(older))
+        return run_evaluation(matrix, tmp_path)
+
+    # The reference entry measured the trigger already: the cells are filled without any run.
+    kept = resume_older(lambda reference: None)
+    assert (kept.ran, kept.skipped, kept.results) == (0, 4, first.results)
+
+    # It did not: the reference federation alone runs again, and gives the same cells.
+    rerun = resume_older(lambda reference: reference.pop("backdoor_success"))
+    assert (rerun.ran, rerun.failed, rerun.results) == (1, [], first.results)
+
+    # A reference that does not reproduce the held one is not measured (the trigger would be
+    # another model's), and is run once for all its cells.
+    def other_run(reference: dict[str, Any]) -> None:
+        reference.pop("backdoor_success")
+        reference["accuracy_per_round"] = [0.5]
+
+    refused = resume_older(other_run)
+    assert refused.ran == 1 and len(refused.failed) == 2 and "did not reproduce" in refused.failed[0]
+    saved = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert [c.get("reference_backdoor_success", "-") for c in saved] == ["-", "-", None, None]
+    assert [c["final_accuracy"] for c in saved] == [c["final_accuracy"] for c in first.results["cells"]]

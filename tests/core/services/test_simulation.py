@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError, describe_error
-from core.services.simulation import SimulationConfig, run_simulation
+from core.services.simulation import SimulationConfig, run_simulation, trigger_metric
 from core.settings import Settings, load_settings
 from core.state.models import FederationStatus
 from core.state.db import open_database
@@ -81,6 +81,27 @@ def test_db_override_puts_only_the_database_elsewhere(tmp_path: Path) -> None:
 def test_bad_configurations_are_refused_before_any_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SimulationConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_trigger_asked_for_is_measured_as_its_attack_measures_it(tmp_path: Path) -> None:
+    # An attacked run asked for its own trigger by name (and constrain_scale's, the same trigger):
+    # the two measures test one model on one triggered test set.
+    config = SimulationConfig(hospitals=4, malicious=1, attack="backdoor", rounds=1, verifier="none",
+                              local_epochs=2, ledger=False, measure_triggers=("backdoor", "constrain_scale"))
+
+    metrics = run_simulation(config, load_settings(home=tmp_path))["rounds"][-1]["metrics"]
+
+    assert metrics["backdoor_success"] > 0.0
+    assert metrics[trigger_metric("backdoor")] == metrics[trigger_metric("constrain_scale")] \
+        == metrics["backdoor_success"]
+
+
+def test_measuring_the_trigger_of_an_attack_that_plants_none_is_refused(tmp_path: Path) -> None:
+    config = SimulationConfig(hospitals=3, rounds=1, local_epochs=1, ledger=False,
+                              measure_triggers=("sign_flip",))
+
+    with pytest.raises(ConfigError, match="'sign_flip' plants no trigger"):
+        run_simulation(config, load_settings(home=tmp_path))
 
 
 def test_a_later_run_in_the_same_home_continues_the_ledgers_rounds(tmp_path: Path) -> None:
